@@ -1,0 +1,14 @@
+"""The isolation layer: run one command in its own cgroup v2 group and namespaces.
+
+No gRPC and no users here; ``runner`` calls this. The public modules are:
+
+- ``spec`` (``JobSpec``), ``limits`` (``Limits``, ``IOLimit``), ``namespaces``
+  (``Namespaces``): what to run and how to confine it, validated up front;
+- ``cgroups`` (``CgroupHost``): finding and preparing a usable cgroup v2 hierarchy;
+- ``launcher`` (``Launcher``, ``RunningJob``): launching, stopping, adopting jobs;
+- ``outcome`` (``Outcome``) and ``outputlog``: how a job ended and what it printed;
+- ``errors``: every error this layer raises.
+
+This file deliberately imports nothing: the fork server imports this package,
+and it must stay small to fork fast (see ``forkserver``).
+"""

@@ -1,0 +1,160 @@
+"""The job's first process: enter the cgroup and namespaces, then exec the command.
+
+This runs in a process forked from the job's shim, which is single-threaded,
+so plain Python is safe here (unlike ``preexec_fn`` in a threaded server).
+The order matters: the process joins the job's cgroup before anything else, so
+every step after that, the user's command included, is limited and accounted.
+
+When the job has a PID namespace this process is PID 1 in it. It then stays
+as a minimal init: it forks the command, forwards every signal it receives to
+the command, reaps orphans so no zombies pile up, and reports the command's
+wait status to the shim before it exits (which makes the kernel kill whatever
+is left in the namespace).
+
+Any failure before exec is written to ``error_fd`` as ``stage NUL errno NUL
+message`` so the launcher can say exactly what went wrong; a successful exec
+closes that descriptor (it is close-on-exec), which the shim reads as success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import struct
+from dataclasses import dataclass
+from typing import NoReturn
+
+from jobworker.isolation import syscalls
+from jobworker.isolation.namespaces import CLONE_NEWNET
+
+_CATCHABLE = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+STATUS = struct.Struct("<i")
+"""How init reports the command's wait status to the shim."""
+
+
+@dataclass(frozen=True)
+class ChildPlan:
+    """Everything the first process needs; descriptors are already open in it."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    cgroup_procs: str
+    netns_fd: int | None
+    unshare_flags: int
+    private_mounts: bool
+    mount_proc: bool
+    hostname: str | None
+    stdout_fd: int
+    stderr_fd: int
+    error_fd: int
+    status_fd: int | None
+    """Set when this process is the init of a PID namespace."""
+
+
+class _Stage:
+    """Remembers which setup step is running, for the error report."""
+
+    name = "start"
+
+
+def run(plan: ChildPlan) -> NoReturn:
+    """Set up isolation and become the command (or its init). Never returns."""
+    stage = _Stage()
+    try:
+        _set_up(plan, stage)
+        if plan.status_fd is not None:
+            _be_init(plan, plan.status_fd, stage)
+        _exec(plan, stage)
+    except OSError as error:
+        _report(plan.error_fd, stage.name, error.errno or 0, error.strerror or str(error))
+    except BaseException as error:
+        _report(plan.error_fd, "internal", 0, repr(error))
+    os._exit(127)
+
+
+def _set_up(plan: ChildPlan, stage: _Stage) -> None:
+    stage.name = "cgroup"
+    fd = os.open(plan.cgroup_procs, os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    if plan.netns_fd is not None:
+        stage.name = "netns"
+        syscalls.setns(plan.netns_fd, CLONE_NEWNET)
+        os.close(plan.netns_fd)
+    if plan.unshare_flags:
+        stage.name = "unshare"
+        syscalls.unshare(plan.unshare_flags)
+    if plan.private_mounts:
+        stage.name = "mount"
+        # Private, recursively: nothing mounted inside propagates to the host.
+        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    if plan.mount_proc:
+        stage.name = "mount"
+        flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+        syscalls.mount("proc", "/proc", "proc", flags)
+    if plan.hostname is not None:
+        stage.name = "hostname"
+        socket.sethostname(plan.hostname)
+
+
+def _be_init(plan: ChildPlan, status_fd: int, stage: _Stage) -> NoReturn:
+    syscalls.set_process_name("jobworker-init")
+    # Block first, so no signal slips past between fork and the wait loop.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _CATCHABLE)
+    stage.name = "fork"
+    command = os.fork()
+    if command == 0:
+        _exec(plan, stage)
+    for fd in (plan.error_fd, plan.stdout_fd, plan.stderr_fd):
+        os.close(fd)
+    while True:
+        signo = signal.sigwaitinfo(_CATCHABLE).si_signo
+        if signo != signal.SIGCHLD:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(command, signo)
+            continue
+        status = _reap(command)
+        if status is not None:
+            os.write(status_fd, STATUS.pack(status))
+            os._exit(0)
+
+
+def _reap(command: int) -> int | None:
+    """Reap every exited child; return the command's wait status if it was among them."""
+    found = None
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return found
+        if pid == 0:
+            return found
+        if pid == command:
+            found = status
+
+
+def _exec(plan: ChildPlan, stage: _Stage) -> NoReturn:
+    stage.name = "stdio"
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(plan.stdout_fd, 1)
+    os.dup2(plan.stderr_fd, 2)
+    # Only stdin, stdout, stderr and the close-on-exec error pipe survive.
+    os.closerange(3, plan.error_fd)
+    os.closerange(plan.error_fd + 1, os.sysconf("SC_OPEN_MAX"))
+    for signo in _CATCHABLE:
+        if signal.getsignal(signo) is signal.SIG_IGN:
+            signal.signal(signo, signal.SIG_DFL)  # Python ignores SIGPIPE; exec keeps that
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    stage.name = "chdir"
+    os.chdir(plan.cwd)
+    stage.name = "exec"
+    os.execvpe(plan.argv[0], plan.argv, plan.env)
+
+
+def _report(error_fd: int, stage: str, errno: int, message: str) -> None:
+    with contextlib.suppress(OSError):  # if the shim is gone, there is nobody left to tell
+        os.write(error_fd, f"{stage}\0{errno}\0{message}".encode())

@@ -1,0 +1,68 @@
+"""Errors raised by the isolation layer.
+
+Every failure the layer can explain is one of these; an ``OSError`` from the
+kernel becomes one of them here, at the layer that knows what the syscall was
+for, so callers never have to guess what an errno meant::
+
+    IsolationError
+    ├── HostUnsupported      the host cannot isolate jobs (no cgroup v2, not root, ...)
+    ├── InvalidSpec          a job's limits or namespaces are refused before anything exists
+    │   └── InvalidDevice    an IO limit names something that is not a usable block device
+    ├── LaunchError          the job could not be started; nothing of it is left behind
+    │   ├── CommandNotFound
+    │   ├── CommandNotExecutable
+    │   └── BadWorkingDirectory
+    └── InternalError        our own helper processes misbehaved (a bug, not user input)
+"""
+
+from __future__ import annotations
+
+
+class IsolationError(Exception):
+    """Base of every error raised by ``jobworker.isolation``."""
+
+
+class HostUnsupported(IsolationError):
+    """The host cannot run isolated jobs; the message says what is missing and how to fix it."""
+
+
+class InvalidSpec(IsolationError):
+    """A limit or namespace setting is invalid; ``field`` names the offending setting."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class InvalidDevice(InvalidSpec):
+    """An IO limit names a path or MAJ:MIN that is not a block device io.max accepts."""
+
+
+class LaunchError(IsolationError):
+    """The command could not be started.
+
+    ``stage`` names the step that failed (``exec``, ``chdir``, ``cgroup``, ``mount`` ...)
+    and ``errno`` the kernel's reason, so callers can report the cause at launch
+    time instead of a mysterious exit code later.
+    """
+
+    def __init__(self, message: str, *, stage: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.errno = errno
+
+
+class CommandNotFound(LaunchError):
+    """The command is not an existing file, nor found on the job's PATH."""
+
+
+class CommandNotExecutable(LaunchError):
+    """The command exists but cannot be executed (permissions, format, a directory)."""
+
+
+class BadWorkingDirectory(LaunchError):
+    """The working directory does not exist or is not a directory."""
+
+
+class InternalError(IsolationError):
+    """A helper process of ours broke its protocol; this is a bug worth reporting."""

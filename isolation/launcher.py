@@ -1,0 +1,350 @@
+"""The service-side API: launch jobs, signal and stop them, learn how they ended.
+
+Everything here runs in the service's asyncio loop and never forks: processes
+are created by the fork server (see ``forkserver``), so launching is safe in a
+multi-threaded server. A launch goes:
+
+1. validate the spec; create the job's cgroup with its limits;
+2. prepare a network namespace with loopback up, if the job gets one;
+3. ask the fork server for a shim, handing it a report socket;
+4. the shim forks the job's first process, which joins the cgroup and the
+   namespaces and execs the command; the shim reports success (with pidfds)
+   or the exact step and errno that failed.
+
+A ``RunningJob`` then holds pidfds for the shim and the job's main process:
+signalling through a pidfd can never hit an unrelated process that reused the
+PID, and the shim's pidfd becomes readable when the job is completely over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jobworker.isolation import shim
+from jobworker.isolation.cgroups import CgroupHost, JobCgroup, Usage
+from jobworker.isolation.errors import (
+    BadWorkingDirectory,
+    CommandNotExecutable,
+    CommandNotFound,
+    InternalError,
+    LaunchError,
+)
+from jobworker.isolation.netns import NetnsFactory
+from jobworker.isolation.outcome import Outcome, utcnow
+from jobworker.isolation.procfs import open_pidfd
+from jobworker.isolation.spec import JobSpec, job_environment
+
+_REPORT_SIZE = 64 * 1024
+_NOT_EXECUTABLE = {errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM, errno.ETXTBSY}
+
+
+class Launcher:
+    """Owns the fork server and the namespace factory; one per service."""
+
+    def __init__(self, host: CgroupHost) -> None:
+        self.host = host
+        self._netns = NetnsFactory()
+        self._control, self._server = self._start_fork_server()
+
+    @classmethod
+    def start(cls, host: CgroupHost) -> Launcher:
+        """Prepare the cgroup layout (moving this process into its leaf), then the helpers.
+
+        The order matters: the fork server and every shim inherit our cgroup, so
+        we must be in the supervisor leaf before the fork server starts.
+        """
+        host.prepare()
+        return cls(host)
+
+    @staticmethod
+    def _start_fork_server() -> tuple[socket.socket, subprocess.Popen[bytes]]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jobworker.isolation.forkserver", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        theirs.close()
+        ours.setblocking(False)
+        return ours, server
+
+    async def launch(self, spec: JobSpec) -> RunningJob:
+        """Start ``spec``; returns once the command runs, or raises the reason it cannot."""
+        settings = spec.validate()
+        cgroup = self.host.job_group(spec.job_id)
+        cgroup.create(settings)
+        netns_fd = None
+        try:
+            if spec.namespaces.net:
+                netns_fd = await self._netns.create()
+            request = self._request(spec, cgroup)
+            return await self._spawn(spec, request, cgroup, netns_fd)
+        except BaseException:
+            cgroup.kill()
+            await asyncio.to_thread(cgroup.wait_empty, 10.0)
+            cgroup.remove()
+            raise
+        finally:
+            if netns_fd is not None:
+                os.close(netns_fd)
+
+    def _request(self, spec: JobSpec, cgroup: JobCgroup) -> shim.Request:
+        namespaces = spec.namespaces
+        return shim.Request(
+            job_id=spec.job_id,
+            argv=list(spec.argv),
+            env=job_environment(spec.job_id, spec.env),
+            cwd=spec.cwd,
+            cgroup=str(cgroup.path),
+            run_dir=str(spec.run_dir),
+            output_cap=spec.output_cap,
+            pid_namespace=namespaces.pid,
+            unshare_flags=namespaces.unshare_flags(),
+            private_mounts=namespaces.mount,
+            hostname=spec.job_id if namespaces.uts else None,
+        )
+
+    async def _spawn(
+        self, spec: JobSpec, request: shim.Request, cgroup: JobCgroup, netns_fd: int | None
+    ) -> RunningJob:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours:
+            try:
+                fds = [theirs.fileno()] if netns_fd is None else [theirs.fileno(), netns_fd]
+                await _send(self._control, request.to_json(), fds)
+            except OSError as error:
+                raise InternalError(f"the fork server is gone: {error.strerror}") from None
+            finally:
+                theirs.close()
+            message, fds = await _receive(ours)
+        if not message:
+            raise InternalError(
+                f"the shim of job {spec.job_id} exited without a report; see "
+                f"{spec.run_dir / shim.SHIM_LOG}"
+            )
+        report = json.loads(message)
+        if report["event"] == "failed":
+            raise _launch_error(spec, report)
+        shim_pidfd, main_pidfd = fds
+        return RunningJob(
+            job_id=spec.job_id,
+            pid=report["pid"],
+            cgroup=cgroup,
+            run_dir=spec.run_dir,
+            started_at=datetime.fromisoformat(report["started_at"]),
+            shim_pidfd=shim_pidfd,
+            main_pidfd=main_pidfd,
+        )
+
+    def adopt(self, job_id: str, run_dir: Path) -> RunningJob | Outcome:
+        """Take over a job launched by an earlier run of the service.
+
+        Returns a ``RunningJob`` while its shim lives; the recorded outcome if the
+        job ended while nobody watched. If the shim died without recording one
+        (a host reboot, someone killed it), whatever is left of the job is killed
+        and the outcome says its exit status is unknown.
+        """
+        cgroup = self.host.job_group(job_id)
+        state = _read_json(run_dir / shim.SHIM_STATE)
+        if state is not None:
+            shim_pidfd = open_pidfd(state["shim_pid"], state["shim_ticks"])
+            if shim_pidfd is not None:
+                return RunningJob(
+                    job_id=job_id,
+                    pid=state["main_pid"],
+                    cgroup=cgroup,
+                    run_dir=run_dir,
+                    started_at=datetime.fromisoformat(state["started_at"]),
+                    shim_pidfd=shim_pidfd,
+                    main_pidfd=open_pidfd(state["main_pid"], state["main_ticks"]),
+                )
+        return _recorded_outcome(run_dir, cgroup, state)
+
+    def leftover_groups(self) -> list[JobCgroup]:
+        """Job cgroups that exist right now: after a crash, candidates for ``adopt``."""
+        return self.host.existing_job_groups()
+
+    async def close(self) -> None:
+        """Stop the fork server and the namespace thread. Running jobs are not touched."""
+        self._control.close()
+        await asyncio.to_thread(self._server.wait)
+        self._netns.close()
+
+
+class RunningJob:
+    """A job whose shim is alive. Close it (or await ``wait``) to release its pidfds."""
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        pid: int,
+        cgroup: JobCgroup,
+        run_dir: Path,
+        started_at: datetime,
+        shim_pidfd: int,
+        main_pidfd: int | None,
+    ) -> None:
+        self.job_id = job_id
+        self.pid = pid
+        self.cgroup = cgroup
+        self.run_dir = run_dir
+        self.started_at = started_at
+        self._shim_pidfd = shim_pidfd
+        self._main_pidfd = main_pidfd
+        self._ended: asyncio.Future[None] | None = None
+        self._outcome: asyncio.Task[Outcome] | None = None
+
+    @property
+    def output_log(self) -> Path:
+        """Where the shim writes the job's output."""
+        return self.run_dir / shim.OUTPUT_LOG
+
+    def signal(self, signo: int) -> bool:
+        """Send ``signo`` to the job's main process; False if it has already exited.
+
+        With a PID namespace the main process is the job's init, which passes
+        the signal on to the command.
+        """
+        if self._main_pidfd is None:
+            return False
+        try:
+            signal.pidfd_send_signal(self._main_pidfd, signo)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def stop(self, grace: float) -> Outcome:
+        """SIGTERM, then after ``grace`` seconds SIGKILL to every process of the job.
+
+        Safe to call concurrently and on a job that is already over.
+        """
+        if not self._ending().done():
+            self.signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._ending()), timeout=grace)
+            except TimeoutError:
+                self.cgroup.kill()
+        return await self.wait()
+
+    async def wait(self) -> Outcome:
+        """Wait until the job is completely over (cgroup removed) and return its outcome."""
+        if self._outcome is None:
+            self._outcome = asyncio.ensure_future(self._collect())
+        return await asyncio.shield(self._outcome)
+
+    async def _collect(self) -> Outcome:
+        await self._ending()
+        try:
+            return await asyncio.to_thread(_recorded_outcome, self.run_dir, self.cgroup, None)
+        finally:
+            self._release()
+
+    def _ending(self) -> asyncio.Future[None]:
+        if self._ended is None:
+            loop = asyncio.get_running_loop()
+            self._ended = loop.create_future()
+            loop.add_reader(self._shim_pidfd, self._on_shim_exit)
+        return self._ended
+
+    def _on_shim_exit(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._shim_pidfd)
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
+
+    def _release(self) -> None:
+        os.close(self._shim_pidfd)
+        if self._main_pidfd is not None:
+            os.close(self._main_pidfd)
+            self._main_pidfd = None
+
+
+def _recorded_outcome(run_dir: Path, cgroup: JobCgroup, state: dict[str, Any] | None) -> Outcome:
+    recorded = run_dir / shim.OUTCOME
+    try:
+        return Outcome.from_json(recorded.read_text())
+    except FileNotFoundError:
+        pass
+    cgroup.kill()
+    cgroup.wait_empty(10.0)
+    usage = cgroup.usage() if cgroup.path.exists() else Usage()
+    oom_killed = cgroup.oom_killed() if cgroup.path.exists() else False
+    cgroup.remove()
+    started = datetime.fromisoformat(state["started_at"]) if state else utcnow()
+    return Outcome(
+        exit_code=None,
+        signal=None,
+        oom_killed=oom_killed,
+        usage=usage,
+        started_at=started,
+        ended_at=utcnow(),
+        note="the job's shim ended without recording an outcome (it was killed, or the host "
+        "restarted); the job's exit status is unknown and anything left of it was killed",
+    )
+
+
+def _launch_error(spec: JobSpec, report: dict[str, Any]) -> LaunchError:
+    stage, number, reason = report["stage"], report["errno"], report["message"]
+    command = spec.argv[0]
+    if stage == "exec" and number == errno.ENOENT:
+        return CommandNotFound(f"{command}: command not found", stage=stage, errno=number)
+    if stage == "exec" and number in _NOT_EXECUTABLE:
+        return CommandNotExecutable(
+            f"{command}: cannot execute: {reason}", stage=stage, errno=number
+        )
+    if stage == "chdir":
+        return BadWorkingDirectory(
+            f"working directory {spec.cwd}: {reason}", stage=stage, errno=number
+        )
+    return LaunchError(f"could not start the job ({stage}): {reason}", stage=stage, errno=number)
+
+
+async def _send(sock: socket.socket, message: bytes, fds: list[int]) -> None:
+    """Send one message with descriptors, waiting (not blocking) while the socket is full."""
+    while True:
+        try:
+            socket.send_fds(sock, [message], fds)
+        except BlockingIOError:
+            await _ready(sock, writable=True)
+        else:
+            return
+
+
+async def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """One report message with its descriptors, without blocking the event loop."""
+    sock.setblocking(False)
+    await _ready(sock, writable=False)
+    message, fds, _flags, _address = socket.recv_fds(sock, _REPORT_SIZE, 2)
+    return message, fds
+
+
+async def _ready(sock: socket.socket, *, writable: bool) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    add, remove = (
+        (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
+    )
+    add(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        remove(sock.fileno())
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    return data

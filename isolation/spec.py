@@ -1,0 +1,74 @@
+"""What to run and how to confine it: the job specification and its validation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobworker.isolation.errors import InvalidSpec
+from jobworker.isolation.limits import Limits, cgroup_settings
+from jobworker.isolation.namespaces import Namespaces
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+MAX_ARGV_BYTES = 128 * 1024
+"""Command line and environment together; far below the kernel's limit, far above real use."""
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def job_environment(job_id: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a job starts with: a fixed minimal one plus what the caller adds.
+
+    The service's own environment never leaks into jobs (it may hold secrets),
+    just as systemd services start from a clean environment.
+    """
+    env = {"PATH": DEFAULT_PATH, "HOME": "/root", "JOBWORKER_JOB_ID": job_id}
+    env.update(extra or {})
+    return env
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job to launch. ``run_dir`` must exist; the shim keeps the job's files there."""
+
+    job_id: str
+    argv: tuple[str, ...]
+    run_dir: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str = "/"
+    limits: Limits = field(default_factory=Limits)
+    namespaces: Namespaces = field(default_factory=Namespaces)
+    output_cap: int | None = None
+
+    def validate(self, *, sys_root: Path = Path("/sys")) -> list[tuple[str, str]]:
+        """Refuse anything invalid before a cgroup or process exists; return the cgroup settings."""
+        if not _JOB_ID.match(self.job_id):
+            raise InvalidSpec("job_id", f"{self.job_id!r} is not a valid job id")
+        if not self.argv or not self.argv[0]:
+            raise InvalidSpec("command", "the command must not be empty")
+        for index, argument in enumerate(self.argv):
+            if "\0" in argument:
+                raise InvalidSpec(f"args[{index}]", "contains a NUL byte")
+        for name, value in self.env.items():
+            if not _ENV_NAME.match(name):
+                raise InvalidSpec("env", f"{name!r} is not a valid variable name")
+            if "\0" in value:
+                raise InvalidSpec(f"env.{name}", "contains a NUL byte")
+        size = sum(len(a.encode()) + 1 for a in self.argv)
+        size += sum(len(k.encode()) + len(v.encode()) + 2 for k, v in self.env.items())
+        if size > MAX_ARGV_BYTES:
+            raise InvalidSpec("command", f"command and environment exceed {MAX_ARGV_BYTES} bytes")
+        if not self.cwd.startswith("/") or "\0" in self.cwd:
+            raise InvalidSpec("working_directory", f"{self.cwd!r} must be an absolute path")
+        if self.output_cap is not None and (
+            isinstance(self.output_cap, bool) or self.output_cap < 0
+        ):
+            raise InvalidSpec("output_cap", f"{self.output_cap!r} must be a size in bytes")
+        self.namespaces.validate()
+        if self.namespaces.pid and self.limits.pids is not None and self.limits.pids < 2:
+            raise InvalidSpec("pids", "must be at least 2 with a pid namespace: its init counts")
+        return cgroup_settings(self.limits, sys_root=sys_root)
