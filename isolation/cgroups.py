@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import select
 import time
 from collections.abc import Iterable, Iterator
@@ -65,7 +66,7 @@ def read_mounts(mountinfo: Path) -> list[Mount]:
 
 
 def _unescape(text: str) -> str:
-    return text.encode().decode("unicode_escape") if "\\" in text else text
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), text)
 
 
 def own_cgroup(proc_cgroup: Path) -> str:
@@ -146,7 +147,7 @@ class CgroupHost:
         if problems:
             raise HostUnsupported("; ".join(problems))
         own = own_cgroup(proc_self / "cgroup")
-        if mount.root != "/" and own.startswith(mount.root):
+        if mount.root != "/" and (own == mount.root or own.startswith(mount.root + "/")):
             own = own[len(mount.root) :] or "/"
         host = cls(mount=mount.point, base=parent or "/", own=own)
         if parent is None:
@@ -161,7 +162,10 @@ class CgroupHost:
     def _default_base(self) -> str:
         """Our own group when it holds nothing but us (a systemd unit), else /jobworker."""
         if self.own != "/":
-            members = _read_words(self._path(self.own) / "cgroup.procs")
+            try:
+                members = _read_words(self._path(self.own) / "cgroup.procs")
+            except OSError:
+                members = []
             if members == [str(os.getpid())]:
                 return self.own
         return "/jobworker"
@@ -277,6 +281,8 @@ class JobCgroup:
             self.path.mkdir()
         except FileExistsError:
             raise IsolationError(f"cgroup {self.path} already exists") from None
+        except OSError as error:
+            raise IsolationError(f"cannot create cgroup {self.path}: {error.strerror}") from None
         try:
             for name, value in settings:
                 self._apply(name, value)

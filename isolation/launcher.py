@@ -335,7 +335,12 @@ async def _ready(sock: socket.socket, *, writable: bool) -> None:
     add, remove = (
         (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
     )
-    add(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    add(sock.fileno(), wake)
     try:
         await ready
     finally:

@@ -12,6 +12,7 @@ fork time).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,6 +27,8 @@ class NetnsFactory:
     def __init__(self) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobworker-netns")
         self._host = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        # pyroute2 takes a while to import; do it now, not during the first launch.
+        self._thread.submit(importlib.import_module, "pyroute2")
 
     async def create(self) -> int:
         """A new network namespace with loopback up, as a descriptor the caller must close."""

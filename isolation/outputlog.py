@@ -67,17 +67,15 @@ class OutputLogWriter:
 
     def write(self, stream: Stream, data: bytes | memoryview) -> None:
         """Append output; past the cap, count it as dropped and mark the cut once."""
-        if self._cap is not None and self.written + len(data) > self._cap:
+        view = memoryview(data)
+        if self._cap is not None and self.written + len(view) > self._cap:
             room = max(self._cap - self.written, 0)
-            if room:
-                self._append(Kind.DATA, stream, data[:room])
-                self.written += room
+            self._append_data(stream, view[:room])
             if not self.dropped:
                 self._append(Kind.CAPPED, 0, str(self._cap).encode())
-            self.dropped += len(data) - room
+            self.dropped += len(view) - room
             return
-        self._append(Kind.DATA, stream, data)
-        self.written += len(data)
+        self._append_data(stream, view)
 
     def fileno(self) -> int:
         """The log's descriptor, so a forked child can close its copy."""
@@ -96,6 +94,12 @@ class OutputLogWriter:
         self._append(Kind.END, 0, str(self.dropped).encode())
         os.fsync(self._fd)
         os.close(self._fd)
+
+    def _append_data(self, stream: Stream, data: memoryview) -> None:
+        for start in range(0, len(data), MAX_RECORD):
+            chunk = data[start : start + MAX_RECORD]
+            self._append(Kind.DATA, stream, chunk)
+            self.written += len(chunk)
 
     def _append(self, kind: Kind, stream: int, payload: bytes | memoryview) -> None:
         header = _HEADER.pack(kind, stream, len(payload))
@@ -150,8 +154,8 @@ class OutputLogReader:
             self._position += _HEADER.size + length
             offset = self.offset
             if kind is Kind.DATA:
-                self.offset += length
-                data, offset = data[self._trim :], offset + self._trim
+                data = data[self._trim :]
+                self.offset += length - self._trim
                 self._trim = 0
             yield Record(kind, Stream(stream) if stream else None, offset, data)
 
@@ -164,11 +168,14 @@ class OutputLogReader:
             kind, _stream, length = header
             if kind is not Kind.DATA:
                 return  # markers are never skipped: a reader must learn of the cap and the end
-            if self.offset + length > offset:
-                self._trim = offset - self.offset
+            start = self.offset - self._trim
+            if start + length > offset:
+                self._trim = offset - start
+                self.offset = offset
                 return
             self._position += _HEADER.size + length
-            self.offset += length
+            self.offset = start + length
+            self._trim = 0
 
     def _header(self) -> tuple[Kind, int, int] | None:
         raw = os.pread(self._fd, _HEADER.size, self._position)

@@ -24,7 +24,7 @@ def open_pidfd(pid: int, ticks: int) -> int | None:
     """
     try:
         fd = os.pidfd_open(pid)
-    except ProcessLookupError:
+    except OSError:  # gone, or not a valid PID at all
         return None
     if start_ticks(pid) != ticks:
         os.close(fd)

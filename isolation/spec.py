@@ -46,7 +46,7 @@ class JobSpec:
 
     def validate(self, *, sys_root: Path = Path("/sys")) -> list[tuple[str, str]]:
         """Refuse anything invalid before a cgroup or process exists; return the cgroup settings."""
-        if not _JOB_ID.match(self.job_id):
+        if not _JOB_ID.fullmatch(self.job_id):
             raise InvalidSpec("job_id", f"{self.job_id!r} is not a valid job id")
         if not self.argv or not self.argv[0]:
             raise InvalidSpec("command", "the command must not be empty")
@@ -54,7 +54,7 @@ class JobSpec:
             if "\0" in argument:
                 raise InvalidSpec(f"args[{index}]", "contains a NUL byte")
         for name, value in self.env.items():
-            if not _ENV_NAME.match(name):
+            if not _ENV_NAME.fullmatch(name):
                 raise InvalidSpec("env", f"{name!r} is not a valid variable name")
             if "\0" in value:
                 raise InvalidSpec(f"env.{name}", "contains a NUL byte")
@@ -64,11 +64,11 @@ class JobSpec:
             raise InvalidSpec("command", f"command and environment exceed {MAX_ARGV_BYTES} bytes")
         if not self.cwd.startswith("/") or "\0" in self.cwd:
             raise InvalidSpec("working_directory", f"{self.cwd!r} must be an absolute path")
-        if self.output_cap is not None and (
-            isinstance(self.output_cap, bool) or self.output_cap < 0
-        ):
-            raise InvalidSpec("output_cap", f"{self.output_cap!r} must be a size in bytes")
+        cap = self.output_cap
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+            raise InvalidSpec("output_cap", f"{cap!r} must be a size in bytes")
         self.namespaces.validate()
+        settings = cgroup_settings(self.limits, sys_root=sys_root)
         if self.namespaces.pid and self.limits.pids is not None and self.limits.pids < 2:
             raise InvalidSpec("pids", "must be at least 2 with a pid namespace: its init counts")
-        return cgroup_settings(self.limits, sys_root=sys_root)
+        return settings

@@ -287,11 +287,6 @@ def test_read_mounts_octal_escapes(tmp_path):
     assert mount.point == Path("/mnt/with space\ttab\\back\nnl")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _unescape decodes with 'unicode_escape', which turns UTF-8 text into "
-    "latin-1 mojibake whenever a line also holds an escape",
-)
 def test_read_mounts_escapes_next_to_non_ascii(tmp_path):
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text(r"50 31 0:40 / /mnt/café\040bar rw - tmpfs none rw" + "\n")

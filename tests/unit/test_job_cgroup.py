@@ -180,11 +180,6 @@ def test_create_an_existing_group(group):
     assert (group.path / "cgroup.procs").read_text() == "42\n"  # untouched, not removed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: create() lets OSError from mkdir (other than EEXIST) escape, although "
-    "JobCgroup promises to map kernel errors to isolation errors",
-)
 def test_create_under_a_missing_parent(tmp_path):
     with pytest.raises(IsolationError):
         JobCgroup(tmp_path / "no-jobs-dir" / "job-1").create([])

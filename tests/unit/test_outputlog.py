@@ -129,11 +129,6 @@ def test_writer_never_overwrites(log):
     assert log.read_bytes() == b"precious"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: OutputLogWriter.write does not split data larger than MAX_RECORD, so it "
-    "writes a record its own reader rejects as damaged",
-)
 def test_writes_larger_than_a_record_stay_readable(log):
     big = b"z" * (MAX_RECORD + 1)
     write_log(log, [(OUT, big)])

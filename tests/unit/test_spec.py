@@ -82,10 +82,6 @@ def test_invalid_job_ids(job_id):
     assert refused_field(spec(job_id=job_id)) == "job_id"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _JOB_ID uses match() with `$`, which also matches before a final newline",
-)
 def test_job_id_with_trailing_newline_is_refused():
     assert refused_field(spec(job_id="job-1\n")) == "job_id"
 
@@ -120,10 +116,6 @@ def test_invalid_env_names(name):
     assert refused_field(spec(env={"OK": "1", name: "x"})) == "env"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _ENV_NAME uses match() with `$`, which also matches before a final newline",
-)
 def test_env_name_with_trailing_newline_is_refused():
     assert refused_field(spec(env={"FOO\n": "x"})) == "env"
 
@@ -210,11 +202,6 @@ def test_zero_pids_without_a_pid_namespace_is_still_refused():
     assert refused_field(job) == "pids"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: validate() compares limits.pids < 2 before cgroup_settings type-checks it: "
-    "a non-number raises TypeError instead of InvalidSpec",
-)
 def test_pids_of_the_wrong_type_with_a_pid_namespace():
     assert refused_field(spec(limits=Limits(pids="5"))) == "pids"  # type: ignore[arg-type]
 

@@ -1,0 +1,101 @@
+"""Each namespace isolates what it should, and only when asked for."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobworker.isolation.namespaces import Namespaces
+from tests.privileged.helpers import Jobs, output_contains, read_partial, run
+
+pytestmark = pytest.mark.privileged
+
+KINDS = {"pid": "pid", "mount": "mnt", "net": "net", "uts": "uts", "ipc": "ipc"}
+
+
+def host_namespaces() -> dict[str, str]:
+    return {name: os.readlink(f"/proc/self/ns/{link}") for name, link in KINDS.items()}
+
+
+def job_namespaces(jobs: Jobs, namespaces: Namespaces) -> dict[str, str]:
+    script = " ".join(f"readlink /proc/self/ns/{link};" for link in KINDS.values())
+    finished = run(jobs.complete("sh", "-c", script, namespaces=namespaces))
+    assert finished.outcome.exit_code == 0, finished.stderr
+    return dict(zip(KINDS, finished.stdout.decode().split(), strict=True))
+
+
+def test_every_namespace_is_new_by_default(jobs: Jobs) -> None:
+    host, job = host_namespaces(), job_namespaces(jobs, Namespaces())
+    assert all(job[name] != host[name] for name in KINDS), (job, host)
+
+
+def test_each_namespace_can_be_switched_off(jobs: Jobs) -> None:
+    host = host_namespaces()
+    assert job_namespaces(jobs, Namespaces.none()) == host
+    job = job_namespaces(jobs, Namespaces(net=False, uts=False))
+    assert job["net"] == host["net"]
+    assert job["uts"] == host["uts"]
+    assert job["pid"] != host["pid"]
+    assert job["ipc"] != host["ipc"]
+
+
+def test_pid_namespace_shows_only_the_jobs_processes(jobs: Jobs) -> None:
+    listing = "import os; print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))"
+    finished = run(jobs.complete(sys.executable, "-c", listing))
+    # PID 1 is the job's init, PID 2 the command itself; nothing of the host is visible.
+    assert finished.stdout == b"[1, 2]\n"
+
+
+def test_orphans_are_reaped_in_a_pid_namespace(jobs: Jobs) -> None:
+    orphans = "for i in 1 2 3 4 5 6 7 8; do (sleep 0.2 &); done; sleep 3; cat /proc/[0-9]*/stat"
+    finished = run(jobs.complete("sh", "-c", orphans))
+    assert finished.outcome.exit_code == 0, finished.stderr
+    states = [line.rsplit(")", 1)[1].split()[0] for line in finished.stdout.decode().splitlines()]
+    assert states, finished.stdout
+    assert "Z" not in states, finished.stdout
+
+
+def test_mounts_made_inside_do_not_reach_the_host(jobs: Jobs, tmp_path: Path) -> None:
+    target = tmp_path / "mountpoint"
+    target.mkdir()
+    script = (
+        f"mount -t tmpfs jobworker-test {target} && touch {target}/inside && echo ready; sleep 600"
+    )
+
+    async def scenario() -> bytes:
+        job = await jobs.start("sh", "-c", script)
+        await output_contains(job, b"ready")
+        assert not (target / "inside").exists()
+        assert "jobworker-test" not in Path("/proc/self/mountinfo").read_text()
+        await job.stop(1.0)
+        return read_partial(job.output_log)
+
+    assert b"ready" in run(scenario())
+
+
+def test_network_namespace_has_only_loopback_and_it_is_up(jobs: Jobs) -> None:
+    probe = (
+        "import socket\n"
+        "names = [l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]]\n"
+        "print(','.join(names))\n"
+        "server = socket.create_server(('127.0.0.1', 0))\n"
+        "client = socket.create_connection(server.getsockname(), timeout=5)\n"
+        "print('connected')\n"
+    )
+    finished = run(jobs.complete(sys.executable, "-c", probe))
+    assert finished.outcome.exit_code == 0, finished.stderr
+    assert finished.stdout == b"lo\nconnected\n"
+
+
+def test_uts_namespace_names_the_host_after_the_job(jobs: Jobs) -> None:
+    spec = jobs.spec("hostname")
+
+    async def scenario() -> bytes:
+        return (await jobs.finish(await jobs.launcher.launch(spec))).stdout
+
+    assert run(scenario()).decode().strip() == spec.job_id
+    assert socket.gethostname() != spec.job_id
