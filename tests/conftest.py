@@ -1,0 +1,114 @@
+"""Test-wide set-up: gating of privileged tests and a scratch block device.
+
+Tests marked ``privileged`` need root and a pure cgroup v2 hierarchy at
+/sys/fs/cgroup offering the cpu, memory, io and pids controllers. Where that is
+missing they are skipped, except when JOBWORKER_PRIVILEGED=require (as
+scripts/test sets it): then they fail, so CI can never pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+REQUIRED_CONTROLLERS = ("cpu", "memory", "io", "pids")
+
+
+def _require_mode() -> bool:
+    return os.environ.get("JOBWORKER_PRIVILEGED") == "require"
+
+
+def _unavailable(reason: str) -> NoReturn:
+    """Fail under JOBWORKER_PRIVILEGED=require, otherwise skip."""
+    if _require_mode():
+        pytest.fail(f"JOBWORKER_PRIVILEGED=require but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _mount_fstype(mountpoint: Path) -> str | None:
+    """Filesystem type mounted at exactly ``mountpoint`` (the topmost mount)."""
+    fstype = None
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        if fields[4] == str(mountpoint):
+            fstype = fields[sep + 1]
+    return fstype
+
+
+@functools.cache
+def privileged_unavailable_reason() -> str | None:
+    """Why privileged tests cannot run here, or None if they can."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append(f"not running as root (euid {os.geteuid()})")
+    fstype = _mount_fstype(CGROUP_ROOT)
+    if fstype != "cgroup2":
+        problems.append(
+            f"{CGROUP_ROOT} is {fstype or 'not a mount point'}, not cgroup2 "
+            "(a cgroup v1 or hybrid host: use scripts/test, which runs these tests in a VM)"
+        )
+    else:
+        available = (CGROUP_ROOT / "cgroup.controllers").read_text().split()
+        missing = [c for c in REQUIRED_CONTROLLERS if c not in available]
+        if missing:
+            problems.append(f"cgroup2 controllers missing at {CGROUP_ROOT}: {' '.join(missing)}")
+    return "; ".join(problems) or None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Runs before the test's fixtures, so the reason given is the real one.
+    if item.get_closest_marker("privileged") is None:
+        return
+    reason = privileged_unavailable_reason()
+    if reason is not None:
+        _unavailable(f"privileged test cannot run: {reason}")
+
+
+def _check_whole_disk(path: str) -> None:
+    st = Path(path).stat()
+    sysfs = Path(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+    if (sysfs / "partition").exists():
+        _unavailable(f"{path} is a partition, not a whole disk")
+
+
+@pytest.fixture(scope="session")
+def scratch_block_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Path of a whole-disk block device whose contents tests may destroy.
+
+    JOBWORKER_TEST_BLOCK_DEVICE if set (the VM's /dev/vda), else a loop device
+    over a 256M sparse file, detached at the end of the session.
+    """
+    given = os.environ.get("JOBWORKER_TEST_BLOCK_DEVICE")
+    if given:
+        if not Path(given).is_block_device():
+            _unavailable(f"JOBWORKER_TEST_BLOCK_DEVICE={given} is not a block device")
+        _check_whole_disk(given)
+        yield given
+        return
+
+    image = tmp_path_factory.mktemp("scratch-disk") / "disk.img"
+    with image.open("wb") as f:
+        f.truncate(256 * 1024 * 1024)
+    argv = ["losetup", "--find", "--show", "--direct-io=on", str(image)]
+    try:
+        attached = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as e:
+        _unavailable(f"no JOBWORKER_TEST_BLOCK_DEVICE, and losetup cannot run: {e}")
+    if attached.returncode != 0:
+        _unavailable(
+            f"no JOBWORKER_TEST_BLOCK_DEVICE, and losetup failed: {attached.stderr.strip()}"
+        )
+    device = attached.stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=False)
