@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -80,12 +82,34 @@ def _check_whole_disk(path: str) -> None:
         _unavailable(f"{path} is a partition, not a whole disk")
 
 
+def _attach_loop(image: Path) -> tuple[str | None, str]:
+    """Attach ``image`` to a free loop device: (device, "") or (None, why not)."""
+    errors = []
+    # Direct I/O keeps the loop device's writes out of the backing file's page
+    # cache, so I/O limits act as on a real disk. Some filesystems (overlayfs,
+    # older tmpfs) refuse it: then a plain loop device still does.
+    for options in (["--direct-io=on"], []):
+        try:
+            result = subprocess.run(
+                ["losetup", "--find", "--show", *options, str(image)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        except OSError as e:
+            return None, f"losetup cannot run: {e}"
+        if result.returncode == 0:
+            return result.stdout.strip(), ""
+        errors.append(result.stderr.strip())
+    return None, "losetup failed: " + "; ".join(errors)
+
+
 @pytest.fixture(scope="session")
-def scratch_block_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def scratch_block_device() -> Iterator[str]:
     """Path of a whole-disk block device whose contents tests may destroy.
 
     JOBWORKER_TEST_BLOCK_DEVICE if set (the VM's /dev/vda), else a loop device
-    over a 256M sparse file, detached at the end of the session.
+    over a 256M sparse file, detached and removed at the end of the session.
     """
     given = os.environ.get("JOBWORKER_TEST_BLOCK_DEVICE")
     if given:
@@ -95,20 +119,18 @@ def scratch_block_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         yield given
         return
 
-    image = tmp_path_factory.mktemp("scratch-disk") / "disk.img"
-    with image.open("wb") as f:
-        f.truncate(256 * 1024 * 1024)
-    argv = ["losetup", "--find", "--show", "--direct-io=on", str(image)]
+    # /var/tmp rather than /tmp: it is usually on a real disk, not tmpfs.
+    folder = Path(tempfile.mkdtemp(prefix="jobworker-scratch-disk.", dir="/var/tmp"))
     try:
-        attached = subprocess.run(argv, capture_output=True, text=True, check=False)
-    except OSError as e:
-        _unavailable(f"no JOBWORKER_TEST_BLOCK_DEVICE, and losetup cannot run: {e}")
-    if attached.returncode != 0:
-        _unavailable(
-            f"no JOBWORKER_TEST_BLOCK_DEVICE, and losetup failed: {attached.stderr.strip()}"
-        )
-    device = attached.stdout.strip()
-    try:
-        yield device
+        image = folder / "disk.img"
+        with image.open("wb") as f:
+            f.truncate(256 * 1024 * 1024)
+        device, why_not = _attach_loop(image)
+        if device is None:
+            _unavailable(f"no JOBWORKER_TEST_BLOCK_DEVICE, and {why_not}")
+        try:
+            yield device
+        finally:
+            subprocess.run(["losetup", "--detach", device], check=False)
     finally:
-        subprocess.run(["losetup", "--detach", device], check=False)
+        shutil.rmtree(folder)
