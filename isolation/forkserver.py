@@ -6,7 +6,7 @@ threads; ``preexec_fn`` has exactly that problem. The fork server is started
 once with a plain fork+exec (``subprocess`` without ``preexec_fn``, which is
 thread-safe), never starts a thread, and imports only what the shim and the
 job's first process need. Keeping it small matters for speed too: fork time
-grows with the parent's memory, so the fork server stays around 13 MiB while
+grows with the parent's memory, so the fork server stays around 17 MiB while
 the service is several times that.
 
 Protocol: one SOCK_SEQPACKET message per job, the JSON ``Request`` with the

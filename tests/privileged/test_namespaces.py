@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -62,15 +63,14 @@ def test_orphans_are_reaped_in_a_pid_namespace(jobs: Jobs) -> None:
 def test_mounts_made_inside_do_not_reach_the_host(jobs: Jobs, tmp_path: Path) -> None:
     target = tmp_path / "mountpoint"
     target.mkdir()
-    script = (
-        f"mount -t tmpfs jobworker-test {target} && touch {target}/inside && echo ready; sleep 600"
-    )
+    tag = f"jobworker-{uuid.uuid4().hex}"  # a source name no other mount can have
+    script = f"mount -t tmpfs {tag} {target} && touch {target}/inside && echo ready; sleep 600"
 
     async def scenario() -> bytes:
         job = await jobs.start("sh", "-c", script)
         await output_contains(job, b"ready")
         assert not (target / "inside").exists()
-        assert "jobworker-test" not in Path("/proc/self/mountinfo").read_text()
+        assert tag not in Path("/proc/self/mountinfo").read_text()
         await job.stop(1.0)
         return read_partial(job.output_log)
 
