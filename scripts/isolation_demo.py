@@ -85,11 +85,8 @@ async def demo(root: Path) -> None:
 
 
 def _usage(job: RunningJob) -> int:
-    for line in (job.cgroup.path / "cpu.stat").read_text().splitlines():
-        key, value = line.split()
-        if key == "usage_usec":
-            return int(value)
-    raise RuntimeError("cpu.stat lacks usage_usec")
+    usage = job.cgroup.usage()
+    return (usage.cpu_user_usec or 0) + (usage.cpu_system_usec or 0)
 
 
 if __name__ == "__main__":
