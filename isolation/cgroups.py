@@ -265,6 +265,15 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Remains:
+    """What ``JobCgroup.tear_down`` found: how the job's memory ended and what it used."""
+
+    oom_killed: bool
+    usage: Usage
+    survivors: list[int]
+
+
+@dataclass(frozen=True)
 class JobCgroup:
     """The cgroup of one job. Every method maps kernel errors to isolation errors."""
 
@@ -377,6 +386,21 @@ class JobCgroup:
             io_write_bytes=write_bytes if io_stat is not None else None,
             pids_peak=self._number("pids.peak"),
         )
+
+    def tear_down(self, timeout: float) -> Remains:
+        """Kill everything in the group, read its accounting, and remove it.
+
+        Safe on a group that is already gone. If processes survive ``timeout``
+        seconds (only possible if one is stuck in the kernel), the group is kept
+        and ``Remains.survivors`` names them.
+        """
+        if not self.kill():
+            return Remains(oom_killed=False, usage=Usage(), survivors=[])
+        if not self.wait_empty(timeout):
+            return Remains(self.oom_killed(), self.usage(), survivors=self.pids())
+        remains = Remains(self.oom_killed(), self.usage(), survivors=[])
+        self.remove()
+        return remains
 
     def remove(self) -> None:
         """Delete the (empty) group; a group already gone is fine."""

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from jobworker.isolation import shim
-from jobworker.isolation.cgroups import CgroupHost, JobCgroup, Usage
+from jobworker.isolation.cgroups import CgroupHost, JobCgroup
 from jobworker.isolation.errors import (
     BadWorkingDirectory,
     CommandNotExecutable,
@@ -45,6 +45,7 @@ from jobworker.isolation.procfs import open_pidfd
 from jobworker.isolation.spec import JobSpec, job_environment
 
 _REPORT_SIZE = 64 * 1024
+_TEAR_DOWN_SECONDS = 30.0
 _NOT_EXECUTABLE = {errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM, errno.ETXTBSY}
 
 
@@ -91,9 +92,7 @@ class Launcher:
             request = self._request(spec, cgroup)
             return await self._spawn(spec, request, cgroup, netns_fd)
         except BaseException:
-            cgroup.kill()
-            await asyncio.to_thread(cgroup.wait_empty, 10.0)
-            cgroup.remove()
+            await asyncio.to_thread(cgroup.tear_down, _TEAR_DOWN_SECONDS)
             raise
         finally:
             if netns_fd is not None:
@@ -175,6 +174,10 @@ class Launcher:
         """Job cgroups that exist right now: after a crash, candidates for ``adopt``."""
         return self.host.existing_job_groups()
 
+    async def discard(self, cgroup: JobCgroup) -> None:
+        """Kill and remove a leftover job nobody can adopt (its shim, if alive, then exits)."""
+        await asyncio.to_thread(cgroup.tear_down, _TEAR_DOWN_SECONDS)
+
     async def close(self) -> None:
         """Stop the fork server and the namespace thread. Running jobs are not touched."""
         self._control.close()
@@ -251,6 +254,16 @@ class RunningJob:
         finally:
             self._release()
 
+    def detach(self) -> None:
+        """Stop watching the job and release its descriptors; the job itself runs on.
+
+        For a service that shuts down leaving its jobs to be adopted by its successor.
+        """
+        if self._ended is not None and not self._ended.done():
+            asyncio.get_running_loop().remove_reader(self._shim_pidfd)
+            self._ended.cancel()
+        self._release()
+
     def _ending(self) -> asyncio.Future[None]:
         if self._ended is None:
             loop = asyncio.get_running_loop()
@@ -264,7 +277,9 @@ class RunningJob:
             self._ended.set_result(None)
 
     def _release(self) -> None:
-        os.close(self._shim_pidfd)
+        if self._shim_pidfd >= 0:
+            os.close(self._shim_pidfd)
+            self._shim_pidfd = -1
         if self._main_pidfd is not None:
             os.close(self._main_pidfd)
             self._main_pidfd = None
@@ -276,17 +291,13 @@ def _recorded_outcome(run_dir: Path, cgroup: JobCgroup, state: dict[str, Any] | 
         return Outcome.from_json(recorded.read_text())
     except FileNotFoundError:
         pass
-    cgroup.kill()
-    cgroup.wait_empty(10.0)
-    usage = cgroup.usage() if cgroup.path.exists() else Usage()
-    oom_killed = cgroup.oom_killed() if cgroup.path.exists() else False
-    cgroup.remove()
+    remains = cgroup.tear_down(_TEAR_DOWN_SECONDS)
     started = datetime.fromisoformat(state["started_at"]) if state else utcnow()
     return Outcome(
         exit_code=None,
         signal=None,
-        oom_killed=oom_killed,
-        usage=usage,
+        oom_killed=remains.oom_killed,
+        usage=remains.usage,
         started_at=started,
         ended_at=utcnow(),
         note="the job's shim ended without recording an outcome (it was killed, or the host "

@@ -230,13 +230,10 @@ class _Shim:
 
     def _release_cgroup(self) -> tuple[bool, Usage]:
         """Make sure nothing of the job runs, read its accounting, remove its group."""
-        self.cgroup.kill()
-        if not self.cgroup.wait_empty(_EMPTY_SECONDS):
-            self.notes.append(f"processes of the job survived cgroup.kill: {self.cgroup.pids()}")
-            return self.cgroup.oom_killed(), self.cgroup.usage()
-        oom_killed, usage = self.cgroup.oom_killed(), self.cgroup.usage()
-        self.cgroup.remove()
-        return oom_killed, usage
+        remains = self.cgroup.tear_down(_EMPTY_SECONDS)
+        if remains.survivors:
+            self.notes.append(f"processes of the job survived cgroup.kill: {remains.survivors}")
+        return remains.oom_killed, remains.usage
 
 
 def _pipe() -> tuple[int, int]:

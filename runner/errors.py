@@ -1,0 +1,66 @@
+"""Errors raised by the runner; the isolation layer's errors are translated here.
+
+::
+
+    RunnerError
+    ├── JobNotFound          no job with that id
+    ├── InvalidRequest       a start request is invalid; ``field`` names the culprit
+    ├── StartFailed          the command could not be started; ``reason`` says why
+    ├── HostUnsupported      this host cannot run jobs (raised when the runner opens)
+    ├── CapacityExhausted    the configured number of running jobs is reached
+    ├── StorageError         the state directory or the record database failed
+    └── InternalError        a bug in jobworker, not a problem with the request
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class RunnerError(Exception):
+    """Base of every error raised by ``jobworker.runner``."""
+
+
+class JobNotFound(RunnerError):
+    """No job has that id."""
+
+
+class InvalidRequest(RunnerError):
+    """The request is invalid; nothing was created."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class StartFailure(enum.Enum):
+    """Why a command could not be started."""
+
+    COMMAND_NOT_FOUND = "command not found"
+    COMMAND_NOT_EXECUTABLE = "command not executable"
+    BAD_WORKING_DIRECTORY = "bad working directory"
+    SETUP_FAILED = "isolation set-up failed"
+
+
+class StartFailed(RunnerError):
+    """The job could not be started; nothing of it is left running."""
+
+    def __init__(self, message: str, reason: StartFailure) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class HostUnsupported(RunnerError):
+    """The host cannot isolate jobs; the message says what is missing and how to fix it."""
+
+
+class CapacityExhausted(RunnerError):
+    """As many jobs are running as the configuration allows."""
+
+
+class StorageError(RunnerError):
+    """Records or output could not be stored."""
+
+
+class InternalError(RunnerError):
+    """A bug in jobworker; the message is meant for a bug report."""

@@ -1,0 +1,127 @@
+"""Job records: what the runner knows about a job, and the few states a job goes through.
+
+::
+
+    running ──► exited    ended on its own (an exit, a signal from elsewhere, the OOM killer)
+       │  └───► stopped   ended after a client asked it to stop
+       └──────► lost      its end was not observed: the job's shim was killed or the host
+                          restarted while the job ran; the exit status is unknown
+
+A record is immutable; a transition makes a new one, so a reader only ever
+sees a whole record, before or after.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from jobworker.isolation.cgroups import Usage
+from jobworker.isolation.limits import IOLimit, Limits
+from jobworker.isolation.namespaces import Namespaces
+from jobworker.isolation.outcome import Outcome
+
+
+class JobState(enum.Enum):
+    """See the module documentation."""
+
+    RUNNING = "running"
+    EXITED = "exited"
+    STOPPED = "stopped"
+    LOST = "lost"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """Everything recorded about one job. The environment is not kept: it may hold secrets."""
+
+    id: str
+    owner: str
+    argv: tuple[str, ...]
+    working_directory: str
+    limits: Limits
+    namespaces: Namespaces
+    state: JobState
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    oom_killed: bool = False
+    usage: Usage | None = None
+    stopped_by: str | None = None
+    note: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the job is over; its record will not change again."""
+        return self.state is not JobState.RUNNING
+
+    def stop_requested(self, by: str) -> JobRecord:
+        """The record once ``by`` asked the job to stop; the first to ask is kept."""
+        return self if self.stopped_by else replace(self, stopped_by=by)
+
+    def finished(self, outcome: Outcome) -> JobRecord:
+        """The final record, given how the job ended."""
+        if outcome.exit_code is None and outcome.signal is None:
+            state = JobState.LOST
+        elif self.stopped_by is not None:
+            state = JobState.STOPPED
+        else:
+            state = JobState.EXITED
+        return replace(
+            self,
+            state=state,
+            started_at=outcome.started_at,
+            ended_at=outcome.ended_at,
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            oom_killed=outcome.oom_killed,
+            usage=outcome.usage,
+            note=outcome.note,
+        )
+
+    def to_json(self) -> str:
+        """Serialise for the record store."""
+        data: dict[str, Any] = asdict(self)
+        data["state"] = self.state.value
+        for key in ("created_at", "started_at", "ended_at"):
+            value = getattr(self, key)
+            data[key] = value.isoformat() if value else None
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobRecord:
+        """Inverse of ``to_json``."""
+        data = json.loads(text)
+        limits = data["limits"]
+        return cls(
+            id=data["id"],
+            owner=data["owner"],
+            argv=tuple(data["argv"]),
+            working_directory=data["working_directory"],
+            limits=Limits(
+                cpu_cores=limits["cpu_cores"],
+                memory_bytes=limits["memory_bytes"],
+                pids=limits["pids"],
+                io=tuple(IOLimit(**io) for io in limits["io"]),
+            ),
+            namespaces=Namespaces(**data["namespaces"]),
+            state=JobState(data["state"]),
+            created_at=datetime.fromisoformat(data["created_at"]),
+            started_at=_time(data["started_at"]),
+            ended_at=_time(data["ended_at"]),
+            exit_code=data["exit_code"],
+            signal=data["signal"],
+            oom_killed=data["oom_killed"],
+            usage=Usage(**data["usage"]) if data["usage"] is not None else None,
+            stopped_by=data["stopped_by"],
+            note=data["note"],
+        )
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None

@@ -1,0 +1,342 @@
+"""The runner: start, stop, inspect and stream jobs; keep their records across restarts.
+
+Concurrency model: one asyncio event loop, no thread per job or per reader.
+Each running job costs one small task that waits on its shim's pidfd, and two
+descriptors; each reader is an async generator with one descriptor. Record
+writes go to the database through one dedicated thread, in order, so the loop
+never waits on fsync.
+
+State directory::
+
+    <state>/jobworker.db        job records (SQLite, WAL, fsync on commit)
+    <state>/jobs/<id>/          the job's run directory: output.log, outcome.json, ...
+
+Restart: jobs are left running when the service stops (unless configured
+otherwise) and re-adopted when it starts again: the shim of each job kept
+capturing output and, if the job ended meanwhile, recorded its outcome. Jobs
+whose end nobody observed (the shim was killed, the host restarted) become
+``lost``. Job cgroups and run directories that have no record (the service
+died between launching a job and recording it) are killed and removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from jobworker.isolation import errors as isolation
+from jobworker.isolation.cgroups import CgroupHost
+from jobworker.isolation.launcher import Launcher, RunningJob
+from jobworker.isolation.limits import Limits
+from jobworker.isolation.namespaces import Namespaces
+from jobworker.isolation.outcome import utcnow
+from jobworker.isolation.shim import OUTPUT_LOG
+from jobworker.isolation.spec import JobSpec
+from jobworker.runner.errors import (
+    CapacityExhausted,
+    HostUnsupported,
+    InternalError,
+    InvalidRequest,
+    JobNotFound,
+    StartFailed,
+    StartFailure,
+)
+from jobworker.runner.inotify import FileWatcher
+from jobworker.runner.output import OutputEvent, read_output
+from jobworker.runner.records import JobRecord, JobState
+from jobworker.runner.store import RecordStore
+
+log = logging.getLogger("jobworker.runner")
+T = TypeVar("T")
+
+DEFAULT_OUTPUT_CAP = 1 << 30
+DEFAULT_MAX_RUNNING_JOBS = 1000
+SHUTDOWN_STOPPER = "jobworker (shutdown)"
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How the runner is set up; the defaults suit a single host."""
+
+    state_dir: Path
+    cgroup_parent: str | None = None
+    output_cap_bytes: int | None = DEFAULT_OUTPUT_CAP
+    """Per job; output past it is dropped and the stream says so. None means no cap."""
+    max_running_jobs: int = DEFAULT_MAX_RUNNING_JOBS
+    stop_jobs_on_close: bool = False
+    """Default False: jobs outlive a clean shutdown and are re-adopted at the next start."""
+    shutdown_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """What to run; ``environment`` adds to the fixed minimal one every job gets."""
+
+    command: str
+    args: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    namespaces: Namespaces = field(default_factory=Namespaces)
+    working_directory: str = "/"
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+
+class _Active:
+    """A job that is running, as the runner tracks it."""
+
+    def __init__(self, record: JobRecord, handle: RunningJob) -> None:
+        self.record = record
+        self.handle = handle
+        self.ended = asyncio.Event()
+
+
+class Runner:
+    """Owns every job of one state directory. Create with ``await Runner.open(config)``."""
+
+    def __init__(self, config: RunnerConfig, launcher: Launcher, store: RecordStore) -> None:
+        self.config = config
+        self._launcher = launcher
+        self._store = store
+        self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobworker-db")
+        self._watcher = FileWatcher()
+        self._active: dict[str, _Active] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._starting = 0
+        self._always_ended = asyncio.Event()
+        self._always_ended.set()
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Where each job's run directory lives."""
+        return self.config.state_dir / "jobs"
+
+    @classmethod
+    async def open(cls, config: RunnerConfig) -> Runner:
+        """Check the host, prepare the state directory, and re-adopt jobs of an earlier run."""
+        _raise_open_file_limit()
+        try:
+            host = CgroupHost.discover(parent=config.cgroup_parent)
+            launcher = Launcher.start(host)
+        except isolation.HostUnsupported as error:
+            raise HostUnsupported(str(error)) from None
+        (config.state_dir / "jobs").mkdir(parents=True, exist_ok=True, mode=0o700)
+        runner = cls(config, launcher, RecordStore(config.state_dir / "jobworker.db"))
+        await runner._recover()
+        return runner
+
+    async def start(self, request: StartRequest, owner: str) -> JobRecord:
+        """Launch a job; returns its record once the command is running."""
+        if not owner:
+            raise InvalidRequest("owner", "a job needs an owner")
+        if len(self._active) + self._starting >= self.config.max_running_jobs:
+            raise CapacityExhausted(
+                f"{self.config.max_running_jobs} jobs are running, the configured maximum"
+            )
+        self._starting += 1
+        try:
+            return await self._start(request, owner)
+        finally:
+            self._starting -= 1
+
+    async def _start(self, request: StartRequest, owner: str) -> JobRecord:
+        job_id = str(uuid.uuid4())
+        created_at = utcnow()
+        run_dir = self.jobs_dir / job_id
+        run_dir.mkdir(mode=0o700)
+        spec = JobSpec(
+            job_id=job_id,
+            argv=(request.command, *request.args),
+            run_dir=run_dir,
+            env=request.environment,
+            cwd=request.working_directory,
+            limits=request.limits,
+            namespaces=request.namespaces,
+            output_cap=self.config.output_cap_bytes,
+        )
+        try:
+            handle = await self._launcher.launch(spec)
+        except BaseException as error:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise _translate(error) from None
+        record = JobRecord(
+            id=job_id,
+            owner=owner,
+            argv=spec.argv,
+            working_directory=spec.cwd,
+            limits=spec.limits,
+            namespaces=spec.namespaces,
+            state=JobState.RUNNING,
+            created_at=created_at,
+            started_at=handle.started_at,
+        )
+        try:
+            await self._db(self._store.put, record)
+        except BaseException:
+            await handle.stop(grace=0)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        self._track(record, handle)
+        log.info("job %s started for %s: %s", job_id, owner, " ".join(spec.argv))
+        return record
+
+    async def stop(self, job_id: str, grace: float, by: str) -> JobRecord:
+        """Stop a job and return its final record once it has ended.
+
+        SIGTERM, then after ``grace`` seconds SIGKILL to everything left in the
+        job. Stopping a job that has already ended changes nothing and returns its
+        final record; concurrent stops are safe and return the same record.
+        """
+        if grace < 0:
+            raise InvalidRequest("grace", "the grace period cannot be negative")
+        active = self._active.get(job_id)
+        if active is None or active.record.ended:
+            return await self.get(job_id)
+        if active.record.stopped_by is None:
+            active.record = active.record.stop_requested(by)
+            # Durable before acting: after a crash, the successor knows it was a stop.
+            await self._db(self._store.put, active.record)
+        await active.handle.stop(grace)
+        await active.ended.wait()
+        return active.record
+
+    async def get(self, job_id: str) -> JobRecord:
+        """The current record of a job."""
+        active = self._active.get(job_id)
+        if active is not None:
+            return active.record
+        record = await self._db(self._store.get, job_id)
+        if record is None:
+            raise JobNotFound(f"no job {job_id}")
+        return record
+
+    async def list_jobs(self, owner: str | None = None) -> list[JobRecord]:
+        """All jobs, oldest first, optionally only one owner's."""
+        records = await self._db(self._store.records, owner)
+        return [self._active[r.id].record if r.id in self._active else r for r in records]
+
+    async def stream(
+        self, job_id: str, offset: int = 0, *, follow: bool = True
+    ) -> AsyncIterator[OutputEvent]:
+        """The job's output from ``offset``; with ``follow``, live until the job ends.
+
+        Raises ``JobNotFound`` here, before any output, for an unknown job.
+        """
+        if offset < 0:
+            raise InvalidRequest("offset", "the offset cannot be negative")
+        active = self._active.get(job_id)
+        if active is None:
+            await self.get(job_id)
+        ended = active.ended if active is not None else self._always_ended
+        return read_output(
+            self.jobs_dir / job_id / OUTPUT_LOG,
+            offset,
+            follow=follow,
+            watcher=self._watcher,
+            ended=ended,
+        )
+
+    def running(self) -> int:
+        """How many jobs are running now."""
+        return len(self._active)
+
+    async def close(self) -> None:
+        """Shut down: stop the jobs if so configured, else leave them for the next start."""
+        if self.config.stop_jobs_on_close:
+            await asyncio.gather(
+                *(
+                    self.stop(job_id, self.config.shutdown_grace_seconds, SHUTDOWN_STOPPER)
+                    for job_id in list(self._active)
+                )
+            )
+        for task in list(self._watchers):
+            task.cancel()
+        for active in self._active.values():
+            active.handle.detach()
+        await self._launcher.close()
+        self._watcher.close()
+        await self._db(self._store.close)
+        self._db_thread.shutdown()
+
+    def _track(self, record: JobRecord, handle: RunningJob) -> None:
+        active = _Active(record, handle)
+        self._active[record.id] = active
+        task = asyncio.create_task(self._watch(active), name=f"job-{record.id}")
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, active: _Active) -> None:
+        outcome = await active.handle.wait()
+        # No await between reading and replacing the record: a concurrent stop()
+        # then sees the final record and does not write over it.
+        active.record = final = active.record.finished(outcome)
+        try:
+            await self._db(self._store.put, final)
+        finally:
+            del self._active[final.id]
+            active.ended.set()
+        log.info("job %s %s: %s", final.id, final.state.value, _describe_end(final))
+
+    async def _recover(self) -> None:
+        for record in await self._db(self._store.running):
+            adopted = self._launcher.adopt(record.id, self.jobs_dir / record.id)
+            if isinstance(adopted, RunningJob):
+                self._track(record, adopted)
+                log.info("job %s re-adopted", record.id)
+            else:
+                final = record.finished(adopted)
+                await self._db(self._store.put, final)
+                log.info("job %s ended while the service was down: %s", record.id, final.state)
+        for group in self._launcher.leftover_groups():
+            if group.name not in self._active:
+                log.warning("killing job %s: it has no record", group.name)
+                await self._launcher.discard(group)
+        for run_dir in self.jobs_dir.iterdir():
+            if await self._db(self._store.get, run_dir.name) is None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+
+    async def _db(self, call: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, call, *args)
+
+
+_START_FAILURES = (
+    (isolation.CommandNotFound, StartFailure.COMMAND_NOT_FOUND),
+    (isolation.CommandNotExecutable, StartFailure.COMMAND_NOT_EXECUTABLE),
+    (isolation.BadWorkingDirectory, StartFailure.BAD_WORKING_DIRECTORY),
+    (isolation.LaunchError, StartFailure.SETUP_FAILED),
+)
+
+
+def _translate(error: BaseException) -> BaseException:
+    """The runner's error for an isolation error; anything else unchanged."""
+    if isinstance(error, isolation.InvalidSpec):
+        return InvalidRequest(error.field, str(error))
+    for kind, reason in _START_FAILURES:
+        if isinstance(error, kind):
+            return StartFailed(str(error), reason)
+    if isinstance(error, isolation.HostUnsupported):
+        return HostUnsupported(str(error))
+    if isinstance(error, isolation.IsolationError):
+        return InternalError(str(error))
+    return error
+
+
+def _describe_end(record: JobRecord) -> str:
+    if record.signal is not None:
+        return f"signal {record.signal}" + (" (OOM killer)" if record.oom_killed else "")
+    if record.exit_code is not None:
+        return f"exit code {record.exit_code}"
+    return record.note or "unknown"
+
+
+def _raise_open_file_limit() -> None:
+    """Each running job holds two pidfds and each reader one file: lift the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -1,0 +1,95 @@
+"""Durable job records in SQLite (WAL mode, every commit fsynced).
+
+Each record is one JSON document next to the few columns queries need. The
+store is synchronous and not thread-safe by itself: the runner gives it one
+thread of its own, so the event loop never waits on a disk flush.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from jobworker.runner.errors import StorageError
+from jobworker.runner.records import JobRecord, JobState
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+"""
+
+
+class RecordStore:
+    """The job records of one state directory."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{path} was written by a newer jobworker (schema {version}); "
+                    f"this one understands schema {SCHEMA_VERSION}"
+                )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before put() returns, even across a power cut.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as error:
+            raise StorageError(f"cannot open the job database {path}: {error}") from None
+
+    def put(self, record: JobRecord) -> None:
+        """Insert or replace a record, atomically and durably."""
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO jobs (id, owner, state, created_at, record) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.owner,
+                    record.state.value,
+                    record.created_at.isoformat(),
+                    record.to_json(),
+                ),
+            )
+        except sqlite3.Error as error:
+            raise StorageError(f"cannot store the record of job {record.id}: {error}") from None
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The record of one job, if there is one."""
+        row = self._query("SELECT record FROM jobs WHERE id = ?", (job_id,))
+        return JobRecord.from_json(row[0][0]) if row else None
+
+    def records(self, owner: str | None = None) -> list[JobRecord]:
+        """Every record, oldest first, optionally only one owner's."""
+        if owner is None:
+            rows = self._query("SELECT record FROM jobs ORDER BY created_at, id", ())
+        else:
+            rows = self._query(
+                "SELECT record FROM jobs WHERE owner = ? ORDER BY created_at, id", (owner,)
+            )
+        return [JobRecord.from_json(row[0]) for row in rows]
+
+    def running(self) -> list[JobRecord]:
+        """Records of jobs that were running when last heard of."""
+        rows = self._query("SELECT record FROM jobs WHERE state = ?", (JobState.RUNNING.value,))
+        return [JobRecord.from_json(row[0]) for row in rows]
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def _query(self, sql: str, parameters: tuple[str, ...]) -> list[tuple[str]]:
+        try:
+            return self._db.execute(sql, parameters).fetchall()
+        except sqlite3.Error as error:
+            raise StorageError(f"cannot read job records: {error}") from None
