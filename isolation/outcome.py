@@ -68,22 +68,25 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, *, durable: bool) -> None:
     """Replace ``path`` so that a reader or a crash sees the old file or the new, never half.
 
-    The data and the directory entry are both fsynced: an outcome must survive
-    a power cut once the shim has reported it.
+    With ``durable``, the data and the directory entry are fsynced too, so the
+    file survives a power cut (an outcome must); without, it survives a crash of
+    any process, which is all that state useless after a reboot needs.
     """
     temporary = path.with_name(f".{path.name}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
     try:
         os.write(fd, text.encode())
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    if durable:
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)

@@ -182,7 +182,9 @@ class _Shim:
             "main_ticks": start_ticks(pid),
             "started_at": started_at.isoformat(),
         }
-        write_atomically(self.run_dir / SHIM_STATE, json.dumps(state))
+        # Not fsynced: it only matters while this process lives, and it is on the
+        # launch path, where every millisecond counts.
+        write_atomically(self.run_dir / SHIM_STATE, json.dumps(state), durable=False)
 
     def _supervise(
         self, log: OutputLogWriter, pid: int, main_pidfd: int, streams: dict[int, Stream]
@@ -226,7 +228,7 @@ class _Shim:
             ended_at=ended_at,
             note="; ".join(self.notes) or None,
         )
-        write_atomically(self.run_dir / OUTCOME, outcome.to_json())
+        write_atomically(self.run_dir / OUTCOME, outcome.to_json(), durable=True)
 
     def _release_cgroup(self) -> tuple[bool, Usage]:
         """Make sure nothing of the job runs, read its accounting, remove its group."""

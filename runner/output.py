@@ -11,7 +11,7 @@ size of the output.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +44,21 @@ OutputEvent = OutputChunk | OutputCapped
 
 
 async def read_output(
-    log: Path, offset: int, *, follow: bool, watcher: FileWatcher, ended: asyncio.Event
-) -> AsyncIterator[OutputEvent]:
+    log: Path,
+    offset: int,
+    *,
+    follow: bool,
+    watcher: FileWatcher,
+    ended: asyncio.Event,
+    closing: asyncio.Event,
+) -> AsyncGenerator[OutputEvent, None]:
     """Yield the output from ``offset``; with ``follow``, keep going until the job ends.
 
-    ``ended`` is set by the runner once the job is over. The stream ends at the
-    log's END record, or, for a job whose shim died before writing one, once the
-    job is over and the log holds nothing more.
+    ``ended`` is set by the runner once the job is over and its final record is
+    stored. A follower's stream ends then (after the log's END record, or, for a
+    job whose shim died before writing one, once the log holds nothing more), so
+    whoever asks for the job's status next sees how it ended. ``closing`` ends a
+    follower early, when the service shuts down and leaves the job running.
     """
     try:
         reader = OutputLogReader(log)
@@ -63,19 +71,21 @@ async def read_output(
             reader.skip_to(offset)
             for record in reader.records():
                 if record.kind is Kind.END:
+                    if follow:  # so that a follower sees the final record next
+                        await _any_of(ended, closing)
                     return
                 if record.kind is Kind.CAPPED:
                     yield OutputCapped(offset=record.offset, cap=record.number)
                 else:
                     assert record.stream is not None
                     yield OutputChunk(stream=record.stream, offset=record.offset, data=record.data)
-            if not follow or was_over:
+            if not follow or was_over or closing.is_set():
                 return
-            await _either(changed, ended)
+            await _any_of(changed, ended, closing)
 
 
-async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
-    waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+async def _any_of(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -62,7 +62,7 @@ class JobRecord:
 
     def stop_requested(self, by: str) -> JobRecord:
         """The record once ``by`` asked the job to stop; the first to ask is kept."""
-        return self if self.stopped_by else replace(self, stopped_by=by)
+        return self if self.stopped_by is not None else replace(self, stopped_by=by)
 
     def finished(self, outcome: Outcome) -> JobRecord:
         """The final record, given how the job ended."""

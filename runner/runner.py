@@ -26,7 +26,7 @@ import logging
 import resource
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +111,7 @@ class Runner:
         self._starting = 0
         self._always_ended = asyncio.Event()
         self._always_ended.set()
+        self._closing = asyncio.Event()
 
     @property
     def jobs_dir(self) -> Path:
@@ -195,6 +196,8 @@ class Runner:
         """
         if grace < 0:
             raise InvalidRequest("grace", "the grace period cannot be negative")
+        if not by:
+            raise InvalidRequest("by", "say who stops the job")
         active = self._active.get(job_id)
         if active is None or active.record.ended:
             return await self.get(job_id)
@@ -223,7 +226,7 @@ class Runner:
 
     async def stream(
         self, job_id: str, offset: int = 0, *, follow: bool = True
-    ) -> AsyncIterator[OutputEvent]:
+    ) -> AsyncGenerator[OutputEvent, None]:
         """The job's output from ``offset``; with ``follow``, live until the job ends.
 
         Raises ``JobNotFound`` here, before any output, for an unknown job.
@@ -240,6 +243,7 @@ class Runner:
             follow=follow,
             watcher=self._watcher,
             ended=ended,
+            closing=self._closing,
         )
 
     def running(self) -> int:
@@ -247,7 +251,11 @@ class Runner:
         return len(self._active)
 
     async def close(self) -> None:
-        """Shut down: stop the jobs if so configured, else leave them for the next start."""
+        """Shut down: stop the jobs if so configured, else leave them for the next start.
+
+        Streams following a job that keeps running end here, without its end.
+        """
+        self._closing.set()
         if self.config.stop_jobs_on_close:
             await asyncio.gather(
                 *(

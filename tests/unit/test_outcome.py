@@ -128,7 +128,7 @@ def test_exit_code_128_plus_n_is_not_a_signal():
 
 def test_write_atomically_creates(tmp_path):
     path = tmp_path / "outcome.json"
-    write_atomically(path, '{"a": 1}')
+    write_atomically(path, '{"a": 1}', durable=True)
     assert path.read_text() == '{"a": 1}'
     assert os.listdir(tmp_path) == ["outcome.json"]
 
@@ -139,7 +139,7 @@ def test_write_atomically_replaces(tmp_path):
     other = tmp_path / "other"
     other.write_text("untouched")
     inode = path.stat().st_ino
-    write_atomically(path, "new")
+    write_atomically(path, "new", durable=True)
     assert path.read_text() == "new"
     assert path.stat().st_ino != inode  # a new file renamed over it, not rewritten in place
     assert sorted(os.listdir(tmp_path)) == ["other", "outcome.json"]
@@ -150,7 +150,7 @@ def test_write_atomically_keeps_an_open_reader_on_the_old_file(tmp_path):
     path = tmp_path / "outcome.json"
     path.write_text("old")
     with path.open() as reader:
-        write_atomically(path, "new")
+        write_atomically(path, "new", durable=True)
         assert reader.read() == "old"
     assert path.read_text() == "new"
 
@@ -159,12 +159,12 @@ def test_write_atomically_over_a_stale_temporary_file(tmp_path):
     # Left by a crash between open and rename: must be overwritten, not appended to.
     path = tmp_path / "outcome.json"
     (tmp_path / ".outcome.json.tmp").write_text("x" * 100)
-    write_atomically(path, "fresh")
+    write_atomically(path, "fresh", durable=True)
     assert path.read_text() == "fresh"
     assert os.listdir(tmp_path) == ["outcome.json"]
 
 
 def test_write_atomically_unicode(tmp_path):
     path = tmp_path / "outcome.json"
-    write_atomically(path, "note: é ✓")
+    write_atomically(path, "note: é ✓", durable=True)
     assert path.read_bytes() == "note: é ✓".encode()

@@ -72,7 +72,12 @@ async def collect(
     ended: asyncio.Event | None = None,
 ) -> list[OutputEvent]:
     stream = read_output(
-        log, offset, follow=follow, watcher=watcher, ended=ended or asyncio.Event()
+        log,
+        offset,
+        follow=follow,
+        watcher=watcher,
+        ended=ended or asyncio.Event(),
+        closing=asyncio.Event(),
     )
     return [event async for event in stream]
 
@@ -89,7 +94,9 @@ class Follower:
     async def _follow(
         self, log: Path, watcher: FileWatcher, ended: asyncio.Event, offset: int
     ) -> None:
-        async for event in read_output(log, offset, follow=True, watcher=watcher, ended=ended):
+        async for event in read_output(
+            log, offset, follow=True, watcher=watcher, ended=ended, closing=asyncio.Event()
+        ):
             await self.received.put(event)
         await self.received.put(None)
 
@@ -498,7 +505,9 @@ def test_an_abandoned_follower_releases_its_watch_and_descriptor(log: Path) -> N
         try:
             writer.write(OUT, b"one")
             before = open_fds()
-            stream = read_output(log, 0, follow=True, watcher=watcher, ended=asyncio.Event())
+            stream = read_output(
+                log, 0, follow=True, watcher=watcher, ended=asyncio.Event(), closing=asyncio.Event()
+            )
             assert await anext(stream) == OutputChunk(OUT, 0, b"one")
             assert watcher.watched() == 1
             assert open_fds() == before + 1
@@ -518,7 +527,9 @@ def test_a_follower_left_by_break_releases_its_watch_and_descriptor(log: Path) -
             writer.write(OUT, b"one")
             writer.write(OUT, b"two")
             before = open_fds()
-            stream = read_output(log, 0, follow=True, watcher=watcher, ended=asyncio.Event())
+            stream = read_output(
+                log, 0, follow=True, watcher=watcher, ended=asyncio.Event(), closing=asyncio.Event()
+            )
             async with aclosing(stream):
                 async for event in stream:
                     assert event == OutputChunk(OUT, 0, b"one")
@@ -528,7 +539,7 @@ def test_a_follower_left_by_break_releases_its_watch_and_descriptor(log: Path) -
             assert open_fds() == before
             # Without aclosing, asyncio's async-generator finaliser closes it soon after.
             async for _event in read_output(
-                log, 0, follow=True, watcher=watcher, ended=asyncio.Event()
+                log, 0, follow=True, watcher=watcher, ended=asyncio.Event(), closing=asyncio.Event()
             ):
                 break
             await settle()
@@ -628,7 +639,9 @@ def test_a_follower_of_a_huge_log_keeps_its_memory_bounded(log: Path) -> None:
         try:
             ended = asyncio.Event()
             ended.set()
-            stream = read_output(log, 0, follow=True, watcher=watcher, ended=ended)
+            stream = read_output(
+                log, 0, follow=True, watcher=watcher, ended=ended, closing=asyncio.Event()
+            )
             total = await consume(stream)
             _current, peak = tracemalloc.get_traced_memory()
         finally:
@@ -641,3 +654,27 @@ def test_a_follower_of_a_huge_log_keeps_its_memory_bounded(log: Path) -> None:
         log.unlink()
     assert total == blocks * len(block)
     assert peak < 4 * MAX_RECORD, f"peak {peak / (1 << 20):.1f} MiB reading a 200 MiB log"
+
+
+def test_closing_ends_a_follower_of_a_job_that_keeps_running(log: Path) -> None:
+    async def main(watcher: FileWatcher) -> list[OutputEvent]:
+        writer = OutputLogWriter(log, cap=None)
+        closing = asyncio.Event()
+        try:
+            writer.write(OUT, b"still running")
+            stream = read_output(
+                log, 0, follow=True, watcher=watcher, ended=asyncio.Event(), closing=closing
+            )
+            received = [await anext(stream)]
+            waiting = asyncio.ensure_future(anext(stream))
+            await asyncio.sleep(0.05)
+            assert not waiting.done(), "a follower of a running job must wait for more"
+            closing.set()
+            with pytest.raises(StopAsyncIteration):
+                await asyncio.wait_for(waiting, WAIT)
+            assert watcher.watched() == 0
+            return received
+        finally:
+            writer.close()
+
+    assert run(main) == [OutputChunk(OUT, 0, b"still running")]

@@ -248,14 +248,6 @@ def test_an_unusable_directory_is_a_storage_error(tmp_path: Path, where: str) ->
     assert not path.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: RecordStore.__init__ does not close its sqlite3 connection when it refuses a "
-        "database; the connection sits in a reference cycle, so the file stays open until "
-        "the cyclic GC runs (Python 3.13+ also warns ResourceWarning)"
-    ),
-)
 @pytest.mark.parametrize("damage", ["newer schema", "not a database"])
 def test_a_refused_database_is_not_left_open(db: Path, damage: str) -> None:
     if damage == "newer schema":
