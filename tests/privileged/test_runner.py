@@ -273,21 +273,22 @@ def peak_rss_kib() -> int:
 
 
 def test_large_output_keeps_the_service_memory_flat(config: RunnerConfig) -> None:
-    size = int(os.environ.get("JOBWORKER_LARGE_OUTPUT_MIB", "512")) << 20
-
-    async def body(runner: Runner) -> tuple[int, int, tuple[str, int]]:
+    async def body(runner: Runner) -> tuple[int, int, int, tuple[str, int]]:
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current size
         baseline = peak_rss_kib()
+        # Eleven times what this process (the service) holds: 10 GB would take an
+        # hour in the emulated test VM, so the test scales with the service instead.
+        size = 11 * baseline * 1024
         job = await runner.start(
             StartRequest(command="head", args=("-c", str(size), "/dev/zero")), "a"
         )
         result = await digest(await runner.stream(job.id))
-        return baseline, peak_rss_kib(), result
+        return size, baseline, peak_rss_kib(), result
 
-    baseline, peak, (sha, length) = with_runner(replace(config, output_cap_bytes=None), body)
+    size, baseline, peak, (sha, length) = with_runner(replace(config, output_cap_bytes=None), body)
+    print(f"\n{size >> 20} MiB of output; service peak RSS {baseline} KiB before, {peak} KiB after")
     assert length == size
     assert sha == hashlib.sha256(bytes(size)).hexdigest()
-    assert size >= 10 * baseline * 1024, "the output must dwarf the service's memory"
     assert peak - baseline < 32 * 1024, f"service peak grew from {baseline} to {peak} KiB"
 
 
