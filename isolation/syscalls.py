@@ -7,7 +7,6 @@ so callers handle them like any other system error.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 MS_NOSUID = 0x2
@@ -18,7 +17,9 @@ MS_PRIVATE = 1 << 18
 
 PR_SET_NAME = 15
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The running program already has libc loaded; looking it up by name would import
+# ctypes.util, which runs ldconfig in a subprocess and doubles this module's cost.
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [
     ctypes.c_char_p,
     ctypes.c_char_p,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -100,3 +101,26 @@ async def output_contains(job: RunningJob, text: bytes, timeout: float = 120.0) 
     while text not in read_partial(job.output_log):
         assert asyncio.get_running_loop().time() < deadline, f"job never printed {text!r}"
         await asyncio.sleep(0.1)
+
+
+def count_zombies() -> int:
+    zombies = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            zombies += stat.rsplit(")", 1)[1].split()[0] == "Z"
+    return zombies
+
+
+def net_namespaces() -> set[str]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found.add(os.readlink(entry / "ns" / "net"))
+            except OSError:
+                continue
+    return found

@@ -29,8 +29,9 @@ from jobworker.runner.errors import (
 from jobworker.runner.output import OutputCapped, OutputChunk, OutputEvent
 from jobworker.runner.records import JobState
 from jobworker.runner.runner import SHUTDOWN_STOPPER, Runner, RunnerConfig, StartRequest
-from tests.privileged.helpers import run
+from tests.privileged.helpers import count_zombies, run
 from tests.privileged.runner_helpers import (
+    CGROUP_ROOT,
     collect,
     digest,
     processes_in,
@@ -448,6 +449,7 @@ def test_a_thousand_jobs_and_a_hundred_readers_in_one_process(config: RunnerConf
     count = int(os.environ.get("JOBWORKER_SCALE_JOBS", "1000"))
 
     async def body(runner: Runner) -> tuple[int, int, int]:
+        fds_before, zombies_before = len(os.listdir("/proc/self/fd")), count_zombies()
         gate = asyncio.Semaphore(16)
 
         async def start(index: int) -> str:
@@ -470,9 +472,13 @@ def test_a_thousand_jobs_and_a_hundred_readers_in_one_process(config: RunnerConf
         await asyncio.gather(*(runner.stop(job_id, grace=5, by="t") for job_id in ids))
         outputs = await asyncio.gather(*readers)
         assert all(output == b"up\n" for output in outputs)
+        # A thousand jobs later, nothing is left behind.
+        assert len(os.listdir("/proc/self/fd")) == fds_before
+        assert count_zombies() == zombies_before
         return rss, threads, len(await runner.list_jobs())
 
     rss, threads, listed = with_runner(replace(config, max_running_jobs=count), body)
     print(f"\nservice RSS with {count} running jobs: {rss / 1024:.1f} MiB; threads: {threads}")
     assert listed == count
     assert threads < 10, "no thread per job"
+    assert not list((CGROUP_ROOT / (config.cgroup_parent or "").lstrip("/") / "jobs").iterdir())
