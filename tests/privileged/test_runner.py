@@ -481,4 +481,5 @@ def test_a_thousand_jobs_and_a_hundred_readers_in_one_process(config: RunnerConf
     print(f"\nservice RSS with {count} running jobs: {rss / 1024:.1f} MiB; threads: {threads}")
     assert listed == count
     assert threads < 10, "no thread per job"
-    assert not list((CGROUP_ROOT / (config.cgroup_parent or "").lstrip("/") / "jobs").iterdir())
+    jobs_group = CGROUP_ROOT / (config.cgroup_parent or "").lstrip("/") / "jobs"
+    assert not [group for group in jobs_group.iterdir() if group.is_dir()], "job cgroups left"
