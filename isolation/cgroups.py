@@ -332,6 +332,10 @@ class JobCgroup:
             _write(self.path / "cgroup.kill", "1")
         except FileNotFoundError:
             return False
+        except OSError as error:
+            if error.errno == errno.ENODEV:
+                return False
+            raise
         return True
 
     def wait_empty(self, timeout: float) -> bool:
@@ -412,10 +416,19 @@ class JobCgroup:
             raise IsolationError(f"cannot remove cgroup {self.path}: {error.strerror}") from None
 
     def _read(self, name: str) -> str | None:
+        """Read an interface file; None once the group is gone.
+
+        A group removed between open and read (its shim tearing it down at the
+        same moment) answers ENODEV rather than ENOENT: both mean "gone".
+        """
         try:
             return (self.path / name).read_text()
         except FileNotFoundError:
             return None
+        except OSError as error:
+            if error.errno == errno.ENODEV:
+                return None
+            raise
 
     def _number(self, name: str) -> int | None:
         text = self._read(name)

@@ -124,12 +124,23 @@ class Runner:
         _raise_open_file_limit()
         try:
             host = CgroupHost.discover(parent=config.cgroup_parent)
-            launcher = Launcher.start(host)
         except isolation.HostUnsupported as error:
             raise HostUnsupported(str(error)) from None
         (config.state_dir / "jobs").mkdir(parents=True, exist_ok=True, mode=0o700)
-        runner = cls(config, launcher, RecordStore(config.state_dir / "jobworker.db"))
-        await runner._recover()
+        store = RecordStore(config.state_dir / "jobworker.db")
+        try:
+            launcher = Launcher.start(host)
+        except BaseException as error:
+            store.close()
+            if isinstance(error, isolation.HostUnsupported):
+                raise HostUnsupported(str(error)) from None
+            raise
+        runner = cls(config, launcher, store)
+        try:
+            await runner._recover()
+        except BaseException:
+            await runner.close()
+            raise
         return runner
 
     async def start(self, request: StartRequest, owner: str) -> JobRecord:

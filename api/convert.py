@@ -1,0 +1,177 @@
+"""Translation between the protobuf messages and the runner's types.
+
+Requests are checked here for what only the API can know (a job id's format,
+namespace names, the grace period's range); everything about the job itself
+is validated by the runner and the isolation layer, once.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from jobworker.isolation.cgroups import Usage
+from jobworker.isolation.limits import IOLimit, Limits
+from jobworker.isolation.namespaces import Namespaces
+from jobworker.isolation.outputlog import Stream
+from jobworker.runner.errors import InvalidRequest
+from jobworker.runner.output import OutputCapped, OutputEvent
+from jobworker.runner.records import JobRecord, JobState
+from jobworker.runner.runner import StartRequest
+from jobworker.v1 import jobworker_pb2 as pb
+
+DEFAULT_GRACE_SECONDS = 10.0
+MAX_GRACE_SECONDS = 3600.0
+
+_STATES = {
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.EXITED: pb.JOB_STATE_EXITED,
+    JobState.STOPPED: pb.JOB_STATE_STOPPED,
+    JobState.LOST: pb.JOB_STATE_LOST,
+}
+_STREAMS = {Stream.STDOUT: pb.OUTPUT_STREAM_STDOUT, Stream.STDERR: pb.OUTPUT_STREAM_STDERR}
+
+
+def job_id(text: str) -> str:
+    """A job id in its canonical form, or INVALID_ARGUMENT."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise InvalidRequest("id", f"{text!r} is not a job id (a UUID)") from None
+
+
+def start_request(request: pb.StartJobRequest) -> StartRequest:
+    """The runner's request for a StartJob call."""
+    return StartRequest(
+        command=request.command,
+        args=tuple(request.args),
+        limits=_limits(request.limits),
+        namespaces=_namespaces(dict(request.namespaces)),
+        working_directory=request.working_directory or "/",
+        environment=dict(request.environment),
+    )
+
+
+def grace_seconds(request: pb.StopJobRequest) -> float:
+    """The grace period of a StopJob call, defaulted and bounded."""
+    if not request.HasField("grace_period"):
+        return DEFAULT_GRACE_SECONDS
+    seconds = request.grace_period.ToTimedelta().total_seconds()
+    if not 0 <= seconds <= MAX_GRACE_SECONDS:
+        raise InvalidRequest("grace_period", f"{seconds:g}s is outside 0s..{MAX_GRACE_SECONDS:g}s")
+    return seconds
+
+
+def _limits(message: pb.Limits) -> Limits:
+    return Limits(
+        cpu_cores=message.cpu_cores if message.HasField("cpu_cores") else None,
+        memory_bytes=message.memory_bytes if message.HasField("memory_bytes") else None,
+        pids=message.pids if message.HasField("pids") else None,
+        io=tuple(
+            IOLimit(
+                device=io.device,
+                read_bps=io.read_bps if io.HasField("read_bps") else None,
+                write_bps=io.write_bps if io.HasField("write_bps") else None,
+                read_iops=io.read_iops if io.HasField("read_iops") else None,
+                write_iops=io.write_iops if io.HasField("write_iops") else None,
+            )
+            for io in message.io
+        ),
+    )
+
+
+def _namespaces(requested: dict[str, bool]) -> Namespaces:
+    known = Namespaces.names()
+    unknown = sorted(set(requested) - set(known))
+    if unknown:
+        raise InvalidRequest(
+            "namespaces", f"unknown namespace {', '.join(unknown)} (known: {', '.join(known)})"
+        )
+    return Namespaces(**{name: requested.get(name, True) for name in known})
+
+
+def job(record: JobRecord) -> pb.Job:
+    """The Job message for a record."""
+    message = pb.Job(
+        id=record.id,
+        owner=record.owner,
+        command=record.argv[0],
+        args=record.argv[1:],
+        working_directory=record.working_directory,
+        limits=_limits_message(record.limits),
+        namespaces={name: getattr(record.namespaces, name) for name in Namespaces.names()},
+        state=_STATES[record.state],
+        create_time=_timestamp(record.created_at),
+        oom_killed=record.oom_killed,
+        stopped_by=record.stopped_by or "",
+        note=record.note or "",
+    )
+    if record.started_at is not None:
+        message.start_time.CopyFrom(_timestamp(record.started_at))
+    if record.ended_at is not None:
+        message.end_time.CopyFrom(_timestamp(record.ended_at))
+    if record.exit_code is not None:
+        message.exit_code = record.exit_code
+    if record.signal is not None:
+        message.signal = record.signal
+        message.signal_name = _signal_name(record.signal)
+    if record.usage is not None:
+        message.usage.CopyFrom(_usage(record.usage))
+    return message
+
+
+def output_event(event: OutputEvent) -> pb.StreamJobOutputResponse:
+    """One message of a StreamJobOutput response."""
+    if isinstance(event, OutputCapped):
+        return pb.StreamJobOutputResponse(
+            capped=pb.OutputCapped(offset=event.offset, cap_bytes=event.cap)
+        )
+    return pb.StreamJobOutputResponse(
+        chunk=pb.OutputChunk(stream=_STREAMS[event.stream], offset=event.offset, data=event.data)
+    )
+
+
+def _limits_message(limits: Limits) -> pb.Limits:
+    message = pb.Limits(
+        cpu_cores=limits.cpu_cores,
+        memory_bytes=limits.memory_bytes,
+        pids=limits.pids,
+    )
+    for io in limits.io:
+        message.io.append(
+            pb.IoLimit(
+                device=io.device,
+                read_bps=io.read_bps,
+                write_bps=io.write_bps,
+                read_iops=io.read_iops,
+                write_iops=io.write_iops,
+            )
+        )
+    return message
+
+
+def _usage(usage: Usage) -> pb.ResourceUsage:
+    return pb.ResourceUsage(
+        cpu_user_usec=usage.cpu_user_usec,
+        cpu_system_usec=usage.cpu_system_usec,
+        memory_peak_bytes=usage.memory_peak_bytes,
+        io_read_bytes=usage.io_read_bytes,
+        io_write_bytes=usage.io_write_bytes,
+        pids_peak=usage.pids_peak,
+    )
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"

@@ -1,0 +1,127 @@
+"""The JobService: each RPC is a thin translation of a runner call.
+
+The caller comes from the authentication interceptor. A job another user owns
+is reported exactly like a job that does not exist, unless the caller is an
+admin, so existence does not leak.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
+
+from grpc import aio
+
+from jobworker.api import convert
+from jobworker.api.interceptor import current_caller
+from jobworker.api.status import status_for
+from jobworker.runner.errors import InvalidRequest, JobNotFound, RunnerError
+from jobworker.runner.records import JobRecord
+from jobworker.runner.runner import Runner
+from jobworker.v1 import jobworker_pb2 as pb
+from jobworker.v1 import jobworker_pb2_grpc as pb_grpc
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+Context: TypeAlias = "aio.ServicerContext[Any, Any]"
+
+
+class JobService(pb_grpc.JobServiceServicer):
+    """Serves the jobworker.v1.JobService API on top of one runner."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    async def StartJob(self, request: pb.StartJobRequest, context: Context) -> pb.Job:  # noqa: N802
+        try:
+            record = await self._runner.start(
+                convert.start_request(request), owner=current_caller().user
+            )
+        except RunnerError as error:
+            await _abort(context, error)
+        return convert.job(record)
+
+    async def StopJob(self, request: pb.StopJobRequest, context: Context) -> pb.Job:  # noqa: N802
+        caller = current_caller()
+        try:
+            record = await self._visible(request.id)
+            grace = convert.grace_seconds(request)
+            record = await self._runner.stop(record.id, grace, by=caller.user)
+        except RunnerError as error:
+            await _abort(context, error)
+        return convert.job(record)
+
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:  # noqa: N802
+        try:
+            record = await self._visible(request.id)
+        except RunnerError as error:
+            await _abort(context, error)
+        return convert.job(record)
+
+    async def ListJobs(  # noqa: N802
+        self, request: pb.ListJobsRequest, context: Context
+    ) -> pb.ListJobsResponse:
+        try:
+            start = _page_start(request.page_token)
+            size = _page_size(request.page_size)
+            records = await self._runner.list_jobs(current_caller().owner_filter)
+        except RunnerError as error:
+            await _abort(context, error)
+        if not request.include_ended:
+            records = [r for r in records if not r.ended]
+        page = records[start : start + size]
+        more = start + size < len(records)
+        return pb.ListJobsResponse(
+            jobs=[convert.job(r) for r in page],
+            next_page_token=_page_token(start + size) if more else "",
+        )
+
+    async def StreamJobOutput(  # noqa: N802
+        self, request: pb.StreamJobOutputRequest, context: Context
+    ) -> AsyncIterator[pb.StreamJobOutputResponse]:
+        try:
+            record = await self._visible(request.id)
+            events = await self._runner.stream(record.id, request.offset, follow=request.follow)
+        except RunnerError as error:
+            await _abort(context, error)
+        async with contextlib.aclosing(events):  # the reader goes as soon as the client does
+            async for event in events:
+                yield convert.output_event(event)
+
+    async def _visible(self, raw_id: str) -> JobRecord:
+        """The job's record if the caller may see it; otherwise exactly like a missing job."""
+        job_id = convert.job_id(raw_id)
+        record = await self._runner.get(job_id)
+        if not current_caller().sees(record.owner):
+            raise JobNotFound(f"no job {job_id}")
+        return record
+
+
+async def _abort(context: Context, error: RunnerError) -> None:
+    code, message = status_for(error)
+    await context.abort(code, message)
+
+
+def _page_size(requested: int) -> int:
+    if requested < 0 or requested > MAX_PAGE_SIZE:
+        raise InvalidRequest("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
+    return requested or DEFAULT_PAGE_SIZE
+
+
+def _page_token(start: int) -> str:
+    return base64.urlsafe_b64encode(f"jobs:{start}".encode()).decode()
+
+
+def _page_start(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        kind, _, start = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if kind == "jobs" and start.isdigit():
+            return int(start)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise InvalidRequest("page_token", "not a page token from an earlier ListJobs call")

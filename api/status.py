@@ -1,0 +1,32 @@
+"""The one place where runner errors become gRPC status codes.
+
+Clients get a standard code and a specific message; internal errors are
+logged in full and answered with a generic message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from jobworker.runner import errors
+
+log = logging.getLogger("jobworker.api")
+
+_CODES: tuple[tuple[type[errors.RunnerError], grpc.StatusCode], ...] = (
+    (errors.JobNotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.StartFailed, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.HostUnsupported, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.CapacityExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+)
+
+
+def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a client gets for ``error``."""
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code, str(error)
+    log.error("internal error", exc_info=error)
+    return grpc.StatusCode.INTERNAL, "internal error in the jobworker service; see its log"

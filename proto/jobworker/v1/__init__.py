@@ -1,0 +1,1 @@
+"""The jobworker.v1 API: jobworker.proto and the code scripts/gen-proto generates from it."""
