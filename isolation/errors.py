@@ -7,7 +7,8 @@ for, so callers never have to guess what an errno meant::
     IsolationError
     ├── HostUnsupported      the host cannot isolate jobs (no cgroup v2, not root, ...)
     ├── InvalidSpec          a job's limits or namespaces are refused before anything exists
-    │   └── InvalidDevice    an IO limit names something that is not a usable block device
+    │   ├── InvalidDevice    an IO limit names something that is not a usable block device
+    │   └── LimitUnenforceable  well-formed, but more than this host has (e.g. CPUs)
     ├── LaunchError          the job could not be started; nothing of it is left behind
     │   ├── CommandNotFound
     │   ├── CommandNotExecutable
@@ -36,6 +37,14 @@ class InvalidSpec(IsolationError):
 
 class InvalidDevice(InvalidSpec):
     """An IO limit names a path or MAJ:MIN that is not a block device io.max accepts."""
+
+
+class LimitUnenforceable(InvalidSpec):
+    """A well-formed limit this host cannot give, such as more cores than it has.
+
+    Kept apart from other invalid specs because the same request may succeed on
+    a bigger host: the API answers FAILED_PRECONDITION, not INVALID_ARGUMENT.
+    """
 
 
 class LaunchError(IsolationError):

@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobworker.isolation.errors import InvalidDevice, InvalidSpec
+from jobworker.isolation.errors import InvalidDevice, InvalidSpec, LimitUnenforceable
 
 CPU_PERIOD_USEC = 100_000
 """cpu.max period: the kernel default, short enough that throttling looks smooth."""
@@ -93,7 +93,9 @@ def _cpu_max(cores: float) -> str:
     if quota < MIN_CPU_QUOTA_USEC:
         raise InvalidSpec("cpu", f"{cores} cores is below the minimum of 0.01")
     if cores > online:
-        raise InvalidSpec("cpu", f"{cores} cores is more than the {online} CPUs of this host")
+        raise LimitUnenforceable(
+            "cpu", f"{cores} cores is more than the {online} CPUs of this host"
+        )
     return f"{quota} {CPU_PERIOD_USEC}"
 
 

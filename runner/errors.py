@@ -5,6 +5,7 @@
     RunnerError
     ├── JobNotFound          no job with that id
     ├── InvalidRequest       a start request is invalid; ``field`` names the culprit
+    ├── LimitUnenforceable   a valid limit this host cannot give (more CPUs than it has)
     ├── StartFailed          the command could not be started; ``reason`` says why
     ├── HostUnsupported      this host cannot run jobs (raised when the runner opens)
     ├── CapacityExhausted    the configured number of running jobs is reached
@@ -27,6 +28,14 @@ class JobNotFound(RunnerError):
 
 class InvalidRequest(RunnerError):
     """The request is invalid; nothing was created."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class LimitUnenforceable(RunnerError):
+    """A valid limit that this host cannot enforce; ``field`` names it."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)

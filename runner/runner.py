@@ -46,6 +46,7 @@ from jobworker.runner.errors import (
     InternalError,
     InvalidRequest,
     JobNotFound,
+    LimitUnenforceable,
     StartFailed,
     StartFailure,
 )
@@ -334,6 +335,8 @@ _START_FAILURES = (
 
 def _translate(error: BaseException) -> BaseException:
     """The runner's error for an isolation error; anything else unchanged."""
+    if isinstance(error, isolation.LimitUnenforceable):
+        return LimitUnenforceable(error.field, str(error))
     if isinstance(error, isolation.InvalidSpec):
         return InvalidRequest(error.field, str(error))
     for kind, reason in _START_FAILURES:

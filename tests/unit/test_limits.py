@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobworker.isolation.errors import InvalidDevice, InvalidSpec
+from jobworker.isolation.errors import InvalidDevice, InvalidSpec, LimitUnenforceable
 from jobworker.isolation.limits import (
     MAX_PIDS,
     IOLimit,
@@ -92,8 +92,8 @@ def test_cpu_invalid(cores):
     assert refused_field(Limits(cpu_cores=cores)) == "cpu"
 
 
-def test_cpu_error_names_the_host_cpu_count():
-    with pytest.raises(InvalidSpec, match=f"the {CPUS} CPUs"):
+def test_more_cores_than_the_host_has_is_unenforceable_and_names_the_cpu_count():
+    with pytest.raises(LimitUnenforceable, match=f"the {CPUS} CPUs"):
         cgroup_settings(Limits(cpu_cores=CPUS + 1))
 
 
