@@ -1,38 +1,42 @@
-"""Entry point of the ``jobworker`` console script."""
+"""Entry point of the ``jobworker`` console script: parse, run one command, report.
+
+This is the CLI's error boundary: a ``CliError`` becomes one line on stderr and its
+exit status (1, or 2 for usage errors); Ctrl-C exits 130; nothing ever prints a
+traceback, except a bug, which says it is one.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
-from jobworker.isolation.cgroups import CgroupHost
-from jobworker.isolation.errors import HostUnsupported
+from jobworker.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError
+from jobworker.cli.parser import build
+
+Handler = Callable[[argparse.Namespace], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command line and run one subcommand; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="jobworker",
-        description="Run commands as isolated, resource-limited jobs.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    check = commands.add_parser(
-        "check-host",
-        help="check that this host can isolate and limit jobs",
-        description="Check, without changing anything, that this host can run jobs: root, "
-        "a pure cgroup v2 hierarchy with the cpu, memory, io and pids controllers.",
-        epilog="example: sudo jobworker check-host --cgroup-parent /jobworker",
-    )
-    check.add_argument("--cgroup-parent", metavar="PATH", help="cgroup under which jobs would go")
-    args = parser.parse_args(argv)
+    """Parse the command line and run one command; returns the exit status."""
     try:
-        host = CgroupHost.discover(parent=args.cgroup_parent)
-    except HostUnsupported as error:
-        print(f"jobworker: this host cannot run jobs: {error}", file=sys.stderr)
-        return 1
-    print(f"cgroup v2 at {host.mount}; jobs would go under {host.base}/jobs")
-    return 0
+        args = build().parse_args(argv)
+        module, _, function = args.handler.partition(":")
+        handler = cast(Handler, getattr(importlib.import_module(module), function))
+        return handler(args)
+    except CliError as error:
+        print(f"{error.program}: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("jobworker: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`jobworker ls | head`): stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

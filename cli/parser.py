@@ -1,0 +1,311 @@
+"""The command line of ``jobworker``: every command, option and example, in one place.
+
+Each command names its handler as ``module:function`` so that ``main`` imports only
+the module it runs: a client command never loads the server's layers.
+The client connection options are shared by every client command and accepted
+anywhere among its options, including before the ``--`` that starts a job's command.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import NoReturn
+
+from jobworker.cli import defaults
+from jobworker.cli.errors import UsageError
+from jobworker.cli.jobspec import (
+    parse_device_iops,
+    parse_device_rate,
+    parse_env,
+    parse_job_id,
+    parse_namespace_list,
+)
+from jobworker.cli.units import parse_cores, parse_count, parse_duration, parse_size
+
+_CLIENT = "jobworker.cli.client"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, raised as ``UsageError`` (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Refuse the command line: one line naming the problem, and where help is."""
+        raise UsageError(f"{message} (see `{self.prog} --help`)", program=self.prog)
+
+
+def build() -> Parser:
+    """The whole ``jobworker`` command line."""
+    parser = Parser(
+        prog="jobworker",
+        description="Run commands as isolated, resource-limited jobs on a jobworker server.",
+        epilog="example: jobworker run --cpu 0.5 --memory 64M -- make test",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    client = _client_options()
+
+    _server(commands)
+    _certs(commands)
+    _run(commands, client)
+
+    status = _command(
+        commands,
+        "status",
+        "show a job's state, exit status and usage",
+        "jobworker status 0b6e... --json",
+        "status",
+        parents=[client],
+    )
+    status.add_argument("id", type=parse_job_id, metavar="ID", help="the job's id")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+
+    logs = _command(
+        commands,
+        "logs",
+        "print a job's output from its first byte",
+        "jobworker logs -f 0b6e...",
+        "logs",
+        parents=[client],
+        description="Print a job's output from its first byte: its stdout to stdout, its "
+        "stderr to stderr. With -f, keep following until the job ends; Ctrl-C detaches "
+        "and leaves the job running.",
+    )
+    logs.add_argument("id", type=parse_job_id, metavar="ID", help="the job's id")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until the job ends")
+
+    stop = _command(
+        commands,
+        "stop",
+        "stop a job and wait until it has ended",
+        "jobworker stop --grace 2s 0b6e...",
+        "stop",
+        parents=[client],
+        description="Send SIGTERM to the job, wait up to the grace period, then kill "
+        "everything left of it; return once it has ended.",
+    )
+    stop.add_argument("id", type=parse_job_id, metavar="ID", help="the job's id")
+    stop.add_argument(
+        "--grace",
+        type=parse_duration,
+        metavar="DURATION",
+        help="time between SIGTERM and SIGKILL, e.g. 500ms, 5s (server default: 10s)",
+    )
+
+    ls = _command(
+        commands,
+        "ls",
+        "list jobs, oldest first",
+        "jobworker ls --all --json",
+        "ls",
+        parents=[client],
+        description="List your running jobs (an admin sees everyone's), oldest first.",
+    )
+    ls.add_argument("--all", action="store_true", help="include jobs that have ended")
+    ls.add_argument("--json", action="store_true", help="print a JSON array of status objects")
+
+    check = commands.add_parser(
+        "check-host",
+        help="check that this host can isolate and limit jobs",
+        description="Check, without changing anything, that this host can run jobs: root, "
+        "a pure cgroup v2 hierarchy with the cpu, memory, io and pids controllers.",
+        epilog="example: sudo jobworker check-host --cgroup-parent /jobworker",
+    )
+    check.add_argument("--cgroup-parent", metavar="PATH", help="cgroup under which jobs would go")
+    check.set_defaults(handler="jobworker.cli.checkhost:check_host")
+    return parser
+
+
+def _command(
+    commands: argparse._SubParsersAction[Parser],
+    name: str,
+    summary: str,
+    example: str,
+    function: str,
+    *,
+    parents: list[Parser],
+    description: str | None = None,
+) -> Parser:
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=description or summary[0].upper() + summary[1:] + ".",
+        epilog=f"example: {example}",
+        parents=parents,
+    )
+    parser.set_defaults(handler=f"{_CLIENT}:{function}")
+    return parser
+
+
+def _client_options() -> Parser:
+    client = Parser(add_help=False)
+    group = client.add_argument_group(
+        "connection",
+        f"Flags win over {defaults.SERVER_ENV} and {defaults.TLS_DIR_ENV}. By default the "
+        "client authenticates as admin.crt/admin.key with ca.crt from the TLS directory "
+        f"({defaults.SYSTEM_TLS_DIR} for root, ~/.config/jobworker/tls otherwise).",
+    )
+    group.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        help=f"the server (default: ${defaults.SERVER_ENV} or {defaults.DEFAULT_SERVER})",
+    )
+    group.add_argument("--tls-dir", type=Path, metavar="DIR", help="where the certificates are")
+    group.add_argument("--cert", type=Path, metavar="FILE", help="client certificate (PEM)")
+    group.add_argument("--key", type=Path, metavar="FILE", help="its private key (PEM)")
+    group.add_argument("--ca", type=Path, metavar="FILE", help="CA certificate to trust (PEM)")
+    return client
+
+
+def _server(commands: argparse._SubParsersAction[Parser]) -> None:
+    server = commands.add_parser(
+        "server",
+        help="run the jobworker service (as root)",
+        description="Run the service in the foreground until SIGTERM or SIGINT. Jobs keep "
+        "running across a restart and are picked up again.",
+        epilog="example: sudo jobworker server --listen 0.0.0.0:50051",
+    )
+    server.add_argument(
+        "--listen",
+        default=defaults.DEFAULT_SERVER,
+        metavar="HOST:PORT",
+        help=f"address to listen on; port 0 picks a free one (default: {defaults.DEFAULT_SERVER})",
+    )
+    server.add_argument(
+        "--state-dir",
+        type=Path,
+        default=defaults.DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help=f"job records and output (default: {defaults.DEFAULT_STATE_DIR})",
+    )
+    server.add_argument(
+        "--tls-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"holds server.crt, server.key and ca.crt (default: ${defaults.TLS_DIR_ENV} "
+        f"or {defaults.SYSTEM_TLS_DIR})",
+    )
+    server.add_argument("--cert", type=Path, metavar="FILE", help="server certificate (PEM)")
+    server.add_argument("--key", type=Path, metavar="FILE", help="its private key (PEM)")
+    server.add_argument("--ca", type=Path, metavar="FILE", help="CA for client certificates")
+    server.add_argument(
+        "--cgroup-parent",
+        metavar="PATH",
+        help="cgroup under which jobs go (default: the service's own under systemd, "
+        "else /jobworker)",
+    )
+    server.add_argument(
+        "--max-jobs",
+        type=parse_count,
+        default=1000,
+        metavar="N",
+        help="most jobs running at once (default: 1000)",
+    )
+    server.set_defaults(handler="jobworker.cli.serve:serve")
+
+
+def _certs(commands: argparse._SubParsersAction[Parser]) -> None:
+    certs = commands.add_parser(
+        "certs",
+        help="create the CA and certificates",
+        description="Create a private CA with a server and an admin client certificate "
+        "(init), or a certificate for one more user (issue).",
+        epilog="example: jobworker certs init && jobworker certs issue --user bob --role writer",
+    )
+    actions = certs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    directory_help = (
+        f"the TLS directory (default: ${defaults.TLS_DIR_ENV}, else {defaults.SYSTEM_TLS_DIR} "
+        "for root, ~/.config/jobworker/tls otherwise)"
+    )
+    init = actions.add_parser(
+        "init",
+        help="create ca, server and admin certificates",
+        description="Create ca.crt, ca.key, server.crt, server.key, admin.crt and admin.key "
+        "(the admin client) in DIR. Keys are mode 0600.",
+        epilog="example: sudo jobworker certs init --san worker1.example.com",
+    )
+    init.add_argument("--dir", type=Path, metavar="DIR", help=directory_help)
+    init.add_argument(
+        "--san",
+        action="append",
+        metavar="NAME",
+        help="another DNS name or IP address for the server certificate (repeatable); "
+        "localhost, 127.0.0.1, ::1 and this host's names are always in it",
+    )
+    init.add_argument("--force", action="store_true", help="replace existing files")
+    init.set_defaults(handler="jobworker.cli.certs:init")
+
+    issue = actions.add_parser(
+        "issue",
+        help="issue a client certificate for a user",
+        description="Write NAME.crt and NAME.key, signed by the CA in DIR, for user NAME "
+        "with a role: reader (status, logs, ls), writer (also run, stop), admin (all of it "
+        "on everyone's jobs).",
+        epilog="example: jobworker certs issue --user bob --role writer",
+    )
+    issue.add_argument("--user", required=True, metavar="NAME", help="the user name")
+    issue.add_argument("--role", required=True, choices=("reader", "writer", "admin"))
+    issue.add_argument("--dir", type=Path, metavar="DIR", help=directory_help)
+    issue.add_argument("--force", action="store_true", help="replace existing files")
+    issue.set_defaults(handler="jobworker.cli.certs:issue")
+
+
+def _run(commands: argparse._SubParsersAction[Parser], client: Parser) -> None:
+    run = commands.add_parser(
+        "run",
+        usage="jobworker run [OPTIONS] [--] CMD [ARG...]",
+        help="start a job and print its id",
+        description="Start CMD as a job and print its id alone on stdout. With --follow, "
+        "stream its output instead and exit with its exit code, or 128+N if signal N ended "
+        "it. Every namespace is on unless switched off.",
+        epilog="example: id=$(jobworker run --cpu 0.5 --memory 64M -- sh -c 'make test')",
+        parents=[client],
+    )
+    limits = run.add_argument_group("limits (each optional; none means unlimited)")
+    limits.add_argument("--cpu", type=parse_cores, metavar="CORES", help="CPU cores, e.g. 0.5")
+    limits.add_argument(
+        "--memory", type=parse_size, metavar="SIZE", help="memory, e.g. 64M, 1.5G, 512Mi"
+    )
+    limits.add_argument("--pids", type=parse_count, metavar="N", help="processes and threads")
+    for dest, parse, value, what in (
+        ("read-bps", parse_device_rate, "RATE", "read bytes/s, e.g. /dev/vda=10M"),
+        ("write-bps", parse_device_rate, "RATE", "write bytes/s, e.g. /dev/vda=10M"),
+        ("read-iops", parse_device_iops, "N", "read operations/s, e.g. 8:0=100"),
+        ("write-iops", parse_device_iops, "N", "write operations/s, e.g. 8:0=100"),
+    ):
+        limits.add_argument(
+            f"--io-{dest}",
+            type=parse,
+            action="append",
+            metavar=f"DEV={value}",
+            help=f"{what}; DEV is a device path or MAJ:MIN (repeatable, one per device)",
+        )
+    isolation = run.add_argument_group(
+        "namespaces (default: all of pid,mount,net,uts,ipc; pid needs mount)"
+    ).add_mutually_exclusive_group()
+    isolation.add_argument(
+        "--isolate",
+        type=parse_namespace_list,
+        metavar="LIST",
+        help="exactly these namespaces, e.g. pid,mount or none",
+    )
+    isolation.add_argument(
+        "--no-isolate",
+        type=parse_namespace_list,
+        metavar="LIST",
+        help="all namespaces but these, e.g. net",
+    )
+    run.add_argument("--workdir", metavar="DIR", help="working directory (default: /)")
+    run.add_argument(
+        "--env",
+        type=parse_env,
+        action="append",
+        metavar="KEY=VALUE",
+        help="add to the job's environment (repeatable)",
+    )
+    run.add_argument(
+        "-f", "--follow", action="store_true", help="stream the output and exit as the job did"
+    )
+    run.add_argument(
+        "command", nargs="+", metavar="CMD [ARG...]", help="the command; put it after --"
+    )
+    run.set_defaults(handler=f"{_CLIENT}:run")

@@ -1,0 +1,224 @@
+"""How jobs look: the JSON of ``status --json`` and ``ls --json``, and the text people read.
+
+The JSON object (a contract: scripts parse it)::
+
+    id, owner                   strings
+    command                     list of strings: the command and its arguments
+    working_directory           string
+    state                       "running", "exited", "stopped" or "lost"
+    exit_code                   int or null
+    signal                      signal name such as "SIGKILL", or null
+    oom_killed                  bool
+    created_at, started_at,     RFC 3339 UTC timestamps ("2025-01-31T12:00:00.123456Z"),
+    ended_at                    or null when not (yet) known
+    limits                      {cpu_cores, memory_bytes, pids: number or null,
+                                 io: [{device, read_bps, write_bps, read_iops, write_iops}]}
+    namespaces                  {pid, mount, net, uts, ipc: bool}
+    usage                       {cpu_user_usec, cpu_system_usec, memory_peak_bytes,
+                                 io_read_bytes, io_write_bytes, pids_peak: int or null};
+                                 null where unknown, all null while the job runs
+    stopped_by, note            string or null
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from jobworker.v1 import jobworker_pb2 as pb
+
+STATES = {
+    pb.JOB_STATE_RUNNING: "running",
+    pb.JOB_STATE_EXITED: "exited",
+    pb.JOB_STATE_STOPPED: "stopped",
+    pb.JOB_STATE_LOST: "lost",
+}
+USAGE_FIELDS = (
+    "cpu_user_usec",
+    "cpu_system_usec",
+    "memory_peak_bytes",
+    "io_read_bytes",
+    "io_write_bytes",
+    "pids_peak",
+)
+_IO_FIELDS = ("read_bps", "write_bps", "read_iops", "write_iops")
+_COMMAND_WIDTH = 40
+
+
+def job_json(job: pb.Job) -> dict[str, Any]:
+    """The JSON object for one job (see the module documentation)."""
+    return {
+        "id": job.id,
+        "owner": job.owner,
+        "command": [job.command, *job.args],
+        "working_directory": job.working_directory,
+        "state": state_name(job),
+        "exit_code": job.exit_code if job.HasField("exit_code") else None,
+        "signal": (job.signal_name or f"SIG{job.signal}") if job.HasField("signal") else None,
+        "oom_killed": job.oom_killed,
+        "created_at": _timestamp(job, "create_time"),
+        "started_at": _timestamp(job, "start_time"),
+        "ended_at": _timestamp(job, "end_time"),
+        "limits": {
+            "cpu_cores": _optional(job.limits, "cpu_cores"),
+            "memory_bytes": _optional(job.limits, "memory_bytes"),
+            "pids": _optional(job.limits, "pids"),
+            "io": [
+                {"device": io.device, **{name: _optional(io, name) for name in _IO_FIELDS}}
+                for io in job.limits.io
+            ],
+        },
+        "namespaces": {name: bool(job.namespaces.get(name, False)) for name in sorted_names(job)},
+        "usage": {name: _optional(job.usage, name) for name in USAGE_FIELDS},
+        "stopped_by": job.stopped_by or None,
+        "note": job.note or None,
+    }
+
+
+def state_name(job: pb.Job) -> str:
+    """The state as the JSON and the table show it."""
+    return STATES.get(job.state, "unknown")
+
+
+def sorted_names(job: pb.Job) -> list[str]:
+    """The job's namespace names, in the order the CLI documents them."""
+    order = ("pid", "mount", "net", "uts", "ipc")
+    return sorted(job.namespaces, key=lambda name: order.index(name) if name in order else 99)
+
+
+def ending(job: pb.Job) -> str:
+    """How the job ended, or that it has not: one phrase."""
+    if job.state == pb.JOB_STATE_RUNNING:
+        return "running"
+    if job.state == pb.JOB_STATE_LOST:
+        return "lost: its end was not observed, so its exit status is unknown"
+    if job.HasField("signal"):
+        how = f"killed by {job.signal_name or job.signal}"
+    elif job.HasField("exit_code"):
+        how = f"exit code {job.exit_code}"
+    else:
+        how = "exit status unknown"
+    if job.oom_killed:
+        how += ", by the OOM killer"
+    if job.state == pb.JOB_STATE_STOPPED:
+        return f"stopped by {job.stopped_by or 'a client'} ({how})"
+    return f"exited ({how})"
+
+
+def command_line(job: pb.Job) -> str:
+    """The command as a shell would take it."""
+    return shlex.join([job.command, *job.args])
+
+
+def status_text(job: pb.Job) -> str:
+    """``jobworker status``: one ``name: value`` line per fact."""
+    data = job_json(job)
+    on = [name for name, value in data["namespaces"].items() if value]
+    lines = [
+        ("id", job.id),
+        ("owner", job.owner),
+        ("command", command_line(job)),
+        ("workdir", job.working_directory),
+        ("state", ending(job)),
+        ("oom_killed", "true" if job.oom_killed else "false"),
+        ("created", data["created_at"] or "-"),
+        ("started", data["started_at"] or "-"),
+        ("ended", data["ended_at"] or "-"),
+        ("limits", limits_text(job.limits)),
+        ("namespaces", " ".join(on) or "none (shares the host's)"),
+        ("usage", usage_text(job)),
+    ]
+    if job.stopped_by:
+        lines.append(("stopped_by", job.stopped_by))
+    if job.note:
+        lines.append(("note", job.note))
+    return "".join(f"{name + ':':<12}{value}\n" for name, value in lines)
+
+
+def limits_text(limits: pb.Limits) -> str:
+    """The limits in a line, e.g. ``cpu 0.5 cores, memory 64 MiB, pids 100``."""
+    parts = []
+    if limits.HasField("cpu_cores"):
+        parts.append(f"cpu {limits.cpu_cores:g} cores")
+    if limits.HasField("memory_bytes"):
+        parts.append(f"memory {size_text(limits.memory_bytes)}")
+    if limits.HasField("pids"):
+        parts.append(f"pids {limits.pids}")
+    for io in limits.io:
+        rates = []
+        for name in _IO_FIELDS:
+            value = _optional(io, name)
+            if value is not None:
+                shown = size_text(value) if name.endswith("bps") else str(value)
+                rates.append(f"{name}={shown}/s")
+        parts.append(f"io {io.device} {' '.join(rates)}")
+    return ", ".join(parts) or "none"
+
+
+def usage_text(job: pb.Job) -> str:
+    """What the job used, e.g. ``cpu 1.20s user 0.03s system, memory peak 3.1 MiB, ...``."""
+    if job.state == pb.JOB_STATE_RUNNING:
+        return "known once the job has ended"
+    usage = job_json(job)["usage"]
+    parts = []
+    if usage["cpu_user_usec"] is not None or usage["cpu_system_usec"] is not None:
+        user, system = usage["cpu_user_usec"] or 0, usage["cpu_system_usec"] or 0
+        parts.append(f"cpu {user / 1e6:.2f}s user {system / 1e6:.2f}s system")
+    if usage["memory_peak_bytes"] is not None:
+        parts.append(f"memory peak {size_text(usage['memory_peak_bytes'])}")
+    if usage["io_read_bytes"] is not None or usage["io_write_bytes"] is not None:
+        read, written = usage["io_read_bytes"] or 0, usage["io_write_bytes"] or 0
+        parts.append(f"io read {size_text(read)} written {size_text(written)}")
+    if usage["pids_peak"] is not None:
+        parts.append(f"pids peak {usage['pids_peak']}")
+    return ", ".join(parts) or "unknown"
+
+
+def size_text(size: int) -> str:
+    """Bytes for people, in powers of 1024: ``512 B``, ``64 MiB``, ``1.5 GiB``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{size} B" if unit == "B" else f"{value:.3g} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def age_text(job: pb.Job, now: datetime) -> str:
+    """How long ago the job was created: ``5s``, ``3m``, ``2h``, ``4d``."""
+    seconds = max(0, int((now - job.create_time.ToDatetime(tzinfo=UTC)).total_seconds()))
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length:
+            return f"{seconds // length}{unit}"
+    return f"{seconds}s"
+
+
+def table(jobs: list[pb.Job], now: datetime) -> str:
+    """``jobworker ls``: id, state, command, age, owner, one job a line under a header."""
+    rows = [("ID", "STATE", "COMMAND", "AGE", "OWNER")]
+    for job in jobs:
+        command = command_line(job)
+        if len(command) > _COMMAND_WIDTH:
+            command = command[: _COMMAND_WIDTH - 3] + "..."
+        rows.append((job.id, state_name(job), command, age_text(job, now), job.owner))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    return "".join(
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]])
+        + "\n"
+        for row in rows
+    )
+
+
+def _timestamp(job: pb.Job, field: str) -> str | None:
+    if not job.HasField(field):  # type: ignore[arg-type]
+        return None
+    stamp: Timestamp = getattr(job, field)
+    return stamp.ToJsonString()
+
+
+def _optional(message: Message, field: str) -> Any:
+    return getattr(message, field) if message.HasField(field) else None

@@ -1,0 +1,69 @@
+"""Parsing sizes, durations and counts as people type them on a command line.
+
+Sizes: a number with an optional unit, ``K``, ``M``, ``G``, ``T`` (powers of
+1024, as systemd and docker read them) or ``Ki``, ``Mi``, ``Gi``, ``Ti``, any
+case, with an optional trailing ``B``: ``64M``, ``1.5G``, ``512Mi``, ``4096``.
+Durations: a number with ``ms``, ``s``, ``m`` or ``h`` (a bare number is
+seconds): ``500ms``, ``5s``, ``1.5m``.
+
+Each parser raises ``argparse.ArgumentTypeError`` with a message that shows a
+valid example, so argparse reports it as a usage error naming the option.
+Decimal arithmetic keeps ``1.5G`` exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from decimal import Decimal, InvalidOperation
+
+_NUMBER = r"(?P<number>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
+_SIZE = re.compile(_NUMBER + r"\s*(?:(?P<unit>[kmgt])i?)?b?", re.I)
+_SIZE_UNITS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+_DURATION = re.compile(_NUMBER + r"\s*(?P<unit>ms|s|m|h|)", re.I)
+_COUNT = re.compile(r"[0-9]+")
+_DURATION_UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "": Decimal(1), "m": Decimal(60)}
+_DURATION_UNITS["h"] = Decimal(3600)
+
+
+def parse_size(text: str) -> int:
+    """A size in bytes: ``64M``, ``1.5G``, ``512Mi``, ``4096``."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size; use a number of bytes or K, M, G, T (e.g. 64M, 1.5G, 512Mi)"
+        )
+    value = Decimal(match["number"]) * 1024 ** _SIZE_UNITS[(match["unit"] or "").lower()]
+    if value != value.to_integral_value():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of bytes")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size must be more than 0")
+    return int(value)
+
+
+def parse_duration(text: str) -> float:
+    """A duration in seconds: ``500ms``, ``5s``, ``1.5m``, ``1h``; a bare number is seconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; use a number with ms, s, m or h (e.g. 500ms, 5s, 2m)"
+        )
+    return float(Decimal(match["number"]) * _DURATION_UNITS[match["unit"].lower()])
+
+
+def parse_cores(text: str) -> float:
+    """A number of CPU cores, more than 0: ``0.5``, ``2``."""
+    try:
+        cores = Decimal(text.strip())
+    except InvalidOperation:
+        cores = Decimal(-1)
+    if not cores.is_finite() or cores <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of CPU cores (e.g. 0.5, 2)")
+    return float(cores)
+
+
+def parse_count(text: str) -> int:
+    """A whole number more than 0: ``100``."""
+    if not _COUNT.fullmatch(text.strip()) or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number more than 0")
+    return int(text)
