@@ -1,0 +1,87 @@
+"""Item 2 (a, b): a job writing fast, with no reader and with one follower over gRPC.
+
+(a) The job's own run time (start to end, as its record says) with nobody reading,
+versus the same command run here with stdout on /dev/null.
+(b) One follower receiving the output over mTLS, live (attached as the job starts)
+and replayed (after it ended), versus the minimal grpc.aio mTLS server streaming a
+file of the same bytes with the same message size (the mean size of the product's
+messages in the same repeat: one message per output-log record, which is one read
+of the job's pipe by its shim, at most 1 MiB), and versus reading that file locally.
+"""
+
+from __future__ import annotations
+
+from bench.client import channel, job_seconds, read_stream, wait_ended
+from bench.client import stub as stub_for
+from bench.harness import Harness
+from bench.streams import mb_per_s, read_locally, time_to_devnull, writer, zeros_file
+from jobworker.v1 import jobworker_pb2 as pb
+
+
+async def run(h: Harness) -> None:
+    """Measure and record items 2a and 2b."""
+    size = h.settings.sizes.throughput_bytes
+    source = zeros_file(h.work_dir, size)
+    figures: dict[str, list[float]] = {
+        k: [] for k in ("devnull", "alone", "live", "replay", "raw", "local", "message")
+    }
+    async with (
+        h.product("throughput") as product,
+        h.raw() as raw,
+        channel(product.server.address, h.tls_dir) as chan,
+        channel(raw.address, h.tls_dir) as raw_chan,
+    ):
+        stub = stub_for(chan)
+        raw_stub = stub_for(raw_chan)
+        for _ in range(h.settings.sizes.throughput_repeats):
+            figures["devnull"].append(await time_to_devnull(size))
+
+            job = await stub.StartJob(writer(size))
+            ended = await wait_ended(stub, job.id)
+            figures["alone"].append(job_seconds(ended))
+            replay = await read_stream(stub, pb.StreamJobOutputRequest(id=job.id))
+            product.output_log(job.id).unlink()
+            figures["replay"].append(mb_per_s(replay.data_bytes, replay.seconds))
+
+            async with h.profiled("stream_1", product.server):
+                job = await stub.StartJob(writer(size))
+                live = await read_stream(stub, pb.StreamJobOutputRequest(id=job.id, follow=True))
+            product.output_log(job.id).unlink()
+            if live.data_bytes != size:
+                raise RuntimeError(f"the follower got {live.data_bytes} bytes of {size}")
+            figures["live"].append(mb_per_s(size, live.seconds))
+
+            message = max(1, round(live.data_bytes / max(1, live.messages)))
+            figures["message"].append(message / 1024)
+            request = pb.StreamJobOutputRequest(id=str(source), offset=message)
+            async with h.profiled("stream_raw", raw):
+                baseline = await read_stream(raw_stub, request)
+            figures["raw"].append(mb_per_s(baseline.data_bytes, baseline.seconds))
+            figures["local"].append(mb_per_s(size, read_locally(source, message)))
+    r = h.report
+    r.add("out_devnull", "baseline: head -c N /dev/zero > /dev/null", "s", figures["devnull"])
+    r.add("out_alone", "job writing N, no reader (job's own run time)", "s", figures["alone"])
+    r.add("stream_live", "one follower over gRPC, live", "MB/s", figures["live"])
+    r.add("stream_replay", "one follower over gRPC, after the job ended", "MB/s", figures["replay"])
+    r.add("stream_raw", "baseline: minimal grpc.aio mTLS file stream", "MB/s", figures["raw"])
+    r.add("stream_local", "baseline: local file read", "MB/s", figures["local"])
+    r.add("stream_message", "mean message size of the follower's stream", "KiB", figures["message"])
+    r.compare(
+        "out_alone",
+        "job no reader / same command to /dev/null",
+        "out_alone",
+        "out_devnull",
+        target=1.5,
+    )
+    r.compare(
+        "stream_live", "one follower live / raw gRPC", "stream_live", "stream_raw",
+        higher_is_better=True, target=0.8,
+    )  # fmt: skip
+    r.compare(
+        "stream_replay", "one follower replay / raw gRPC", "stream_replay", "stream_raw",
+        higher_is_better=True, target=0.8,
+    )  # fmt: skip
+    r.compare(
+        "stream_local", "one follower live / local file read", "stream_live", "stream_local",
+        higher_is_better=True,
+    )  # fmt: skip
