@@ -1,0 +1,137 @@
+"""The command line: what each command accepts, and the request ``run`` makes of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobworker.cli.errors import UsageError
+from jobworker.cli.jobspec import start_request
+from jobworker.cli.parser import build
+from jobworker.v1 import jobworker_pb2 as pb
+
+JOB = "0b6e1c5c-6b0b-4c5b-9d3a-3d7b1f2a9c10"
+
+
+def parse(*argv):
+    return build().parse_args(list(argv))
+
+
+def test_run_takes_everything_after_the_separator_as_the_command():
+    args = parse("run", "--cpu", "0.5", "--", "sh", "-c", "echo --follow --", "--memory", "1")
+    assert args.command == ["sh", "-c", "echo --follow --", "--memory", "1"]
+    assert args.cpu == 0.5
+    assert args.memory is None
+    assert not args.follow
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--server", "h:1", "--memory", "64M", "--", "true"],
+        ["run", "--memory", "64M", "--server", "h:1", "--", "true"],
+        ["run", "--memory", "64M", "--", "true"],
+    ],
+)
+def test_client_flags_go_before_or_after_other_options(argv):
+    args = parse(*argv)
+    assert args.memory == 64 << 20
+    assert args.command == ["true"]
+    assert args.server in (None, "h:1")
+
+
+def test_client_flags_are_accepted_after_the_positional_id():
+    args = parse("status", JOB, "--server", "h:1", "--ca", "ca.crt", "--cert", "u.crt",
+                 "--key", "u.key", "--json")  # fmt: skip
+    assert (args.id, args.server, args.json) == (JOB, "h:1", True)
+    assert (args.ca, args.cert, args.key) == (Path("ca.crt"), Path("u.crt"), Path("u.key"))
+
+
+def test_every_client_command_takes_the_connection_flags():
+    for argv in (["logs", "-f", JOB], ["stop", "--grace", "500ms", JOB], ["ls", "--all"]):
+        args = parse(*argv, "--tls-dir", "/t", "--server", "h:2")
+        assert (args.tls_dir, args.server) == (Path("/t"), "h:2")
+    assert parse("stop", "--grace", "500ms", JOB).grace == 0.5
+
+
+def test_run_builds_the_whole_request():
+    args = parse(
+        "run", "--cpu", "0.25", "--memory", "1.5G", "--pids", "10",
+        "--io-read-bps", "/dev/vda=10M", "--io-write-iops", "/dev/vda=100",
+        "--io-write-bps", "8:16=1M", "--no-isolate", "net,uts",
+        "--workdir", "/tmp", "--env", "A=1", "--env", "B=x=y", "--follow",
+        "--", "make", "test",
+    )  # fmt: skip
+    request = start_request(args)
+    assert args.follow
+    assert request.command == "make"
+    assert list(request.args) == ["test"]
+    assert request.limits.cpu_cores == 0.25
+    assert request.limits.memory_bytes == 3 << 29
+    assert request.limits.pids == 10
+    assert list(request.limits.io) == [
+        pb.IoLimit(device="/dev/vda", read_bps=10 << 20, write_iops=100),
+        pb.IoLimit(device="8:16", write_bps=1 << 20),
+    ]
+    assert dict(request.namespaces) == {
+        "pid": True, "mount": True, "net": False, "uts": False, "ipc": True,
+    }  # fmt: skip
+    assert request.working_directory == "/tmp"
+    assert dict(request.environment) == {"A": "1", "B": "x=y"}
+
+
+def test_run_without_options_leaves_everything_to_the_server_defaults():
+    request = start_request(parse("run", "--", "true"))
+    assert request == pb.StartJobRequest(command="true", limits=pb.Limits())
+
+
+def test_isolate_names_exactly_the_namespaces_a_job_gets():
+    request = start_request(parse("run", "--isolate", "pid,mount", "--", "true"))
+    assert dict(request.namespaces) == {
+        "pid": True, "mount": True, "net": False, "uts": False, "ipc": False,
+    }  # fmt: skip
+    none = start_request(parse("run", "--isolate", "none", "--", "true"))
+    assert not any(dict(none.namespaces).values())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--memory", "12X", "--", "true"], "argument --memory: '12X' is not a size"),
+        (["run", "--cpu", "zero", "--", "true"], "argument --cpu: 'zero' is not a number"),
+        (["run", "--pids", "0", "--", "true"], "argument --pids"),
+        (["run", "--io-read-bps", "10M", "--", "true"], "is not DEV=RATE"),
+        (["run", "--isolate", "pid,cgroup", "--", "true"], "unknown namespace cgroup"),
+        (["run", "--isolate", "net", "--no-isolate", "pid", "--", "true"], "not allowed with"),
+        (["run", "--env", "NOVALUE", "--", "true"], "is not KEY=VALUE"),
+        (["run", "--cpu", "1"], "the following arguments are required: CMD"),
+        (["run", "--bogus", "--", "true"], "unrecognized arguments: --bogus"),
+        (["status", "not-a-uuid"], "'not-a-uuid' is not a job id"),
+        (["stop", "--grace", "5x", JOB], "argument --grace: '5x' is not a duration"),
+        (["certs", "issue", "--user", "x", "--role", "root"], "invalid choice: 'root'"),
+        (["certs"], "the following arguments are required: ACTION"),
+        ([], "the following arguments are required: COMMAND"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_problem(argv, message):
+    with pytest.raises(UsageError) as caught:
+        parse(*argv)
+    text = str(caught.value)
+    assert message in text
+    assert "\n" not in text
+    assert caught.value.exit_code == 2
+    assert caught.value.program.startswith("jobworker")
+    assert "--help" in text
+
+
+def test_request_level_usage_errors():
+    for argv, message in (
+        (["run", "--isolate", "pid", "--", "true"], "pid namespace needs the mount namespace"),
+        (["run", "--no-isolate", "mount", "--", "true"], "pid namespace needs the mount"),
+        (["run", "--io-read-bps", "/dev/vda=1M", "--io-read-bps", "/dev/vda=2M", "--", "true"],
+         "--io-read-bps is given twice for /dev/vda"),
+    ):  # fmt: skip
+        with pytest.raises(UsageError, match=message):
+            start_request(parse(*argv))

@@ -1,0 +1,61 @@
+"""Sizes, durations and counts as typed on the command line."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from jobworker.cli.units import parse_cores, parse_count, parse_duration, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4096", 4096),
+        ("1K", 1024),
+        ("64M", 64 << 20),
+        ("64m", 64 << 20),
+        ("512Mi", 512 << 20),
+        ("512MiB", 512 << 20),
+        ("64MB", 64 << 20),
+        ("1.5G", 3 << 29),
+        ("1.5Gi", 3 << 29),
+        ("2T", 2 << 40),
+        (" 10M ", 10 << 20),
+        (".5K", 512),
+    ],
+)
+def test_sizes_are_powers_of_1024(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "M", "12X", "-5M", "0", "0M", "1.5", "1e3", "64 Mx", "10i"])
+def test_bad_sizes_are_refused_with_an_example(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"size|bytes|more than 0"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5s", 5.0), ("500ms", 0.5), ("1.5m", 90.0), ("2h", 7200.0), ("3", 3.0), ("0s", 0.0)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "s", "5x", "-1s", "5 sec", "1d"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_cores_and_counts():
+    assert parse_cores("0.5") == 0.5
+    assert parse_count("100") == 100
+    for bad in ("0", "-1", "abc", "nan", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_cores(bad)
+    for bad in ("0", "-1", "1.5", "²", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_count(bad)
