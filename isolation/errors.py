@@ -33,6 +33,7 @@ class InvalidSpec(IsolationError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.reason = message
 
 
 class InvalidDevice(InvalidSpec):

@@ -51,8 +51,9 @@ class JobSpec:
         if not self.argv or not self.argv[0]:
             raise InvalidSpec("command", "the command must not be empty")
         for index, argument in enumerate(self.argv):
-            if "\0" in argument:
-                raise InvalidSpec(f"args[{index}]", "contains a NUL byte")
+            if "\0" in argument:  # named as the caller wrote them: the command, then args[i]
+                where = "command" if index == 0 else f"args[{index - 1}]"
+                raise InvalidSpec(where, "contains a NUL byte")
         for name, value in self.env.items():
             if not _ENV_NAME.fullmatch(name):
                 raise InvalidSpec("env", f"{name!r} is not a valid variable name")

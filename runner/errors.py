@@ -27,18 +27,18 @@ class JobNotFound(RunnerError):
 
 
 class InvalidRequest(RunnerError):
-    """The request is invalid; nothing was created."""
+    """The request is invalid; nothing was created. The message starts with ``field``."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(f"{field}: {message}")
         self.field = field
 
 
 class LimitUnenforceable(RunnerError):
-    """A valid limit that this host cannot enforce; ``field`` names it."""
+    """A valid limit that this host cannot enforce; the message starts with ``field``."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(f"{field}: {message}")
         self.field = field
 
 

@@ -336,9 +336,9 @@ _START_FAILURES = (
 def _translate(error: BaseException) -> BaseException:
     """The runner's error for an isolation error; anything else unchanged."""
     if isinstance(error, isolation.LimitUnenforceable):
-        return LimitUnenforceable(error.field, str(error))
+        return LimitUnenforceable(error.field, error.reason)
     if isinstance(error, isolation.InvalidSpec):
-        return InvalidRequest(error.field, str(error))
+        return InvalidRequest(error.field, error.reason)
     for kind, reason in _START_FAILURES:
         if isinstance(error, kind):
             return StartFailed(str(error), reason)

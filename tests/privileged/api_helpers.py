@@ -8,9 +8,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from jobworker.api.certs import Role, init_authority, issue_client
 from jobworker.api.server import Server, ServerConfig, TlsFiles
@@ -60,6 +65,52 @@ class Pki:
             root_certificates=ca, private_key=key, certificate_chain=certificate
         )
 
+    def forge(
+        self,
+        name: str,
+        *,
+        user: str = "mallory",
+        role_uris: tuple[str, ...] = ("urn:jobworker:role:admin",),
+        valid: tuple[timedelta, timedelta] = (timedelta(hours=-1), timedelta(hours=1)),
+        usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.CLIENT_AUTH,
+    ) -> None:
+        """Sign, with our own CA's key, a client certificate that ``certs`` would never issue.
+
+        ``valid`` is (not before, not after) relative to now, so expired and
+        not-yet-valid certificates can be made; the result is usable as ``name``.
+        """
+        ca_key = serialization.load_pem_private_key(
+            (self.directory / "ca.key").read_bytes(), password=None
+        )
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        ca = x509.load_pem_x509_certificate((self.directory / "ca.crt").read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)]))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now + valid[0])
+            .not_valid_after(now + valid[1])
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
+        if role_uris:
+            names = [x509.UniformResourceIdentifier(uri) for uri in role_uris]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        certificate = builder.sign(ca_key, hashes.SHA256())
+        (self.directory / f"{name}.crt").write_bytes(
+            certificate.public_bytes(serialization.Encoding.PEM)
+        )
+        (self.directory / f"{name}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
 
 class ServerThread:
     """The server on its own event loop in a thread, as long as a test module needs it."""
@@ -83,6 +134,7 @@ class ServerThread:
 def running_server(pki: Pki, state_dir: Path, **runner_options: object) -> Iterator[ServerThread]:
     """A server on an ephemeral loopback port with its own cgroup parent, removed afterwards."""
     parent = f"/jobworker-test-{uuid.uuid4().hex[:8]}"
+    runner_options.setdefault("stop_jobs_on_close", True)  # nothing outlives a test module
     config = ServerConfig(
         runner=RunnerConfig(state_dir=state_dir, cgroup_parent=parent, **runner_options),  # type: ignore[arg-type]
         tls=TlsFiles.in_directory(pki.directory),

@@ -1,0 +1,709 @@
+"""The gRPC API end to end: a real server, real mutual TLS on loopback, certificates from our tool.
+
+One server serves the whole module (starting one costs seconds in the test VM); each
+test makes its own jobs. Users (see api_helpers.USERS): alice is a reader, bob, carol
+and dave are writers, ``dave-reader`` is dave's second certificate with the reader role,
+and admin is the administrator ``certs`` creates first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import cast
+
+import grpc
+import pytest
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from google.protobuf.duration_pb2 import Duration
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from jobworker.isolation.spec import MAX_ARGV_BYTES
+from jobworker.v1 import jobworker_pb2 as pb
+from jobworker.v1 import jobworker_pb2_grpc as pb_grpc
+from tests.privileged.api_helpers import Pki, ServerThread, client, running_server
+
+pytestmark = pytest.mark.privileged
+REPO = Path(__file__).resolve().parents[2]
+GRPCURL = REPO / ".venv" / "bin" / "grpcurl"
+NO_NAMESPACES = {name: False for name in ("pid", "mount", "net", "uts", "ipc")}
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki.create(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    with running_server(pki, tmp_path_factory.mktemp("state")) as started:
+        yield started
+
+
+def sleeper(stub: pb_grpc.JobServiceStub, seconds: int = 600) -> pb.Job:
+    """A job that runs until stopped; no namespaces, as they are not what these tests are about."""
+    return stub.StartJob(
+        pb.StartJobRequest(command="sleep", args=[str(seconds)], namespaces=NO_NAMESPACES)
+    )
+
+
+def shell(script: str, **fields: object) -> pb.StartJobRequest:
+    fields.setdefault("namespaces", NO_NAMESPACES)
+    return pb.StartJobRequest(command="sh", args=["-c", script], **fields)  # type: ignore[arg-type]
+
+
+def refusal(call: Callable[[], object]) -> grpc.Call:
+    """The error a call ended with; fails the test if it succeeded."""
+    with pytest.raises(grpc.RpcError) as caught:
+        _complete(call())
+    error = cast(grpc.Call, caught.value)  # every RpcError a channel raises is also a Call
+    assert error.details(), "a refusal must say why"
+    assert "Traceback" not in error.details()
+    return error
+
+
+def _complete(result: object) -> None:
+    """A streaming call fails only once read; a unary one already has."""
+    if isinstance(result, Iterator):
+        list(result)
+
+
+def wait_ended(stub: pb_grpc.JobServiceStub, job_id: str) -> pb.Job:
+    """Follow the job's output to its end, which is when the job has ended."""
+    for _ in stub.StreamJobOutput(pb.StreamJobOutputRequest(id=job_id, follow=True)):
+        pass
+    return stub.GetJob(pb.GetJobRequest(id=job_id))
+
+
+# --- authorization: every RPC x role x own / other job ---------------------------------
+
+READ_RPCS = ("GetJob", "StreamJobOutput", "ListJobs")
+# (caller, owner of the job the caller acts on)
+CASES = {
+    "reader-own": ("dave-reader", "dave"),
+    "reader-other": ("alice", "bob"),
+    "writer-own": ("bob", "bob"),
+    "writer-other": ("carol", "bob"),
+    "admin-own": ("admin", "admin"),
+    "admin-other": ("admin", "bob"),
+}
+EXPECTED: dict[tuple[str, str], grpc.StatusCode] = {}
+for case in CASES:
+    role, whose = case.split("-")
+    for rpc in (*READ_RPCS, "StopJob"):
+        if rpc == "StopJob" and role == "reader":
+            EXPECTED[rpc, case] = grpc.StatusCode.PERMISSION_DENIED
+        elif whose == "other" and role != "admin":
+            EXPECTED[rpc, case] = grpc.StatusCode.NOT_FOUND
+        else:
+            EXPECTED[rpc, case] = grpc.StatusCode.OK
+
+
+@pytest.fixture(scope="module")
+def standing_jobs(server: ServerThread, pki: Pki) -> Iterator[dict[str, str]]:
+    """One long job per owner of the matrix below, for the calls that leave a job as it is."""
+    jobs = {}
+    for owner in {owner for _, owner in CASES.values()}:
+        with client(server, pki, owner) as stub:
+            jobs[owner] = sleeper(stub).id
+    yield jobs
+    with client(server, pki, "admin") as admin:
+        for job_id in jobs.values():
+            admin.StopJob(pb.StopJobRequest(id=job_id, grace_period=Duration(seconds=0)))
+
+
+@pytest.mark.parametrize(("rpc", "case"), sorted(EXPECTED))
+def test_every_rpc_for_every_role_on_own_and_other_jobs(
+    server: ServerThread, pki: Pki, standing_jobs: dict[str, str], rpc: str, case: str
+) -> None:
+    caller, owner = CASES[case]
+    expected = EXPECTED[rpc, case]
+    with client(server, pki, owner) as as_owner, client(server, pki, caller) as stub:
+        if rpc == "StopJob" and expected == grpc.StatusCode.OK:
+            job_id = sleeper(as_owner).id  # this one will really be stopped
+        else:
+            job_id = standing_jobs[owner]
+        assert _call(stub, rpc, job_id) == expected
+        still = as_owner.GetJob(pb.GetJobRequest(id=job_id)).state
+    stopped = rpc == "StopJob" and expected == grpc.StatusCode.OK
+    assert still == (pb.JOB_STATE_STOPPED if stopped else pb.JOB_STATE_RUNNING)
+
+
+def _call(stub: pb_grpc.JobServiceStub, rpc: str, job_id: str) -> grpc.StatusCode:
+    """Call ``rpc`` on the job; for ListJobs, "not found" means the job is not listed."""
+    try:
+        if rpc == "ListJobs":
+            listed = {job.id for job in stub.ListJobs(pb.ListJobsRequest()).jobs}
+            return grpc.StatusCode.OK if job_id in listed else grpc.StatusCode.NOT_FOUND
+        if rpc == "GetJob":
+            assert stub.GetJob(pb.GetJobRequest(id=job_id)).id == job_id
+        elif rpc == "StreamJobOutput":
+            list(stub.StreamJobOutput(pb.StreamJobOutputRequest(id=job_id, follow=False)))
+        elif rpc == "StopJob":
+            stopped = stub.StopJob(pb.StopJobRequest(id=job_id, grace_period=Duration(seconds=0)))
+            assert stopped.state == pb.JOB_STATE_STOPPED
+    except grpc.RpcError as error:
+        return cast(grpc.Call, error).code()
+    return grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize(
+    ("caller", "allowed"),
+    [("alice", False), ("dave-reader", False), ("bob", True), ("admin", True)],
+)
+def test_start_job_needs_the_writer_or_admin_role(
+    server: ServerThread, pki: Pki, caller: str, allowed: bool
+) -> None:
+    with client(server, pki, caller) as stub:
+        if allowed:
+            job = sleeper(stub)
+            assert job.state == pb.JOB_STATE_RUNNING
+            assert job.owner == caller
+            stub.StopJob(pb.StopJobRequest(id=job.id, grace_period=Duration(seconds=0)))
+        else:
+            error = refusal(lambda: sleeper(stub))
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "reader" in (error.details() or "")
+
+
+def test_another_users_job_answers_exactly_like_a_missing_one(
+    server: ServerThread, pki: Pki
+) -> None:
+    missing = str(uuid.uuid4())
+    with client(server, pki, "bob") as bob, client(server, pki, "carol") as carol:
+        job = sleeper(bob)
+        try:
+            for rpc in ("GetJob", "StopJob", "StreamJobOutput"):
+                other = _error_of(carol, rpc, job.id)
+                absent = _error_of(carol, rpc, missing)
+                assert other.code() == absent.code() == grpc.StatusCode.NOT_FOUND
+                assert other.details().replace(job.id, "ID") == absent.details().replace(
+                    missing, "ID"
+                )
+        finally:
+            bob.StopJob(pb.StopJobRequest(id=job.id, grace_period=Duration(seconds=0)))
+
+
+def _error_of(stub: pb_grpc.JobServiceStub, rpc: str, job_id: str) -> grpc.Call:
+    requests = {
+        "GetJob": lambda: stub.GetJob(pb.GetJobRequest(id=job_id)),
+        "StopJob": lambda: stub.StopJob(pb.StopJobRequest(id=job_id)),
+        "StreamJobOutput": lambda: stub.StreamJobOutput(pb.StreamJobOutputRequest(id=job_id)),
+    }
+    return refusal(requests[rpc])
+
+
+def test_a_user_with_two_certificates_is_one_owner(server: ServerThread, pki: Pki) -> None:
+    with client(server, pki, "dave") as writer, client(server, pki, "dave-reader") as reader:
+        job = sleeper(writer)
+        try:
+            assert reader.GetJob(pb.GetJobRequest(id=job.id)).owner == "dave"
+            error = refusal(lambda: reader.StopJob(pb.StopJobRequest(id=job.id)))
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            writer.StopJob(pb.StopJobRequest(id=job.id, grace_period=Duration(seconds=0)))
+
+
+def test_admin_lists_everyones_jobs_and_others_only_their_own(
+    server: ServerThread, pki: Pki
+) -> None:
+    with (
+        client(server, pki, "bob") as bob,
+        client(server, pki, "carol") as carol,
+        client(server, pki, "admin") as admin,
+    ):
+        jobs = [sleeper(bob), sleeper(carol)]
+        try:
+            everyone = {job.id for job in admin.ListJobs(pb.ListJobsRequest()).jobs}
+            bobs = {job.owner for job in bob.ListJobs(pb.ListJobsRequest()).jobs}
+            assert {job.id for job in jobs} <= everyone
+            assert bobs == {"bob"}
+        finally:
+            for job in jobs:
+                admin.StopJob(pb.StopJobRequest(id=job.id, grace_period=Duration(seconds=0)))
+
+
+# --- who may connect at all --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "forged", "reason"),
+    [
+        (None, None, "PEER_DID_NOT_RETURN_A_CERTIFICATE"),
+        ("expired", {"valid": (timedelta(days=-3), timedelta(days=-1))}, "certificate has expired"),
+        (
+            "future",
+            {"valid": (timedelta(days=1), timedelta(days=3))},
+            "certificate is not yet valid",
+        ),
+        ("server", None, "unsupported certificate purpose"),
+        (
+            "server-usage",
+            {"usage": ExtendedKeyUsageOID.SERVER_AUTH},
+            "unsupported certificate purpose",
+        ),
+    ],
+)
+def test_the_tls_handshake_refuses_certificates_that_are_not_valid_client_certificates(  # noqa: PLR0917 (pytest passes parameters by position)
+    server: ServerThread,
+    pki: Pki,
+    capfd: pytest.CaptureFixture[str],
+    name: str | None,
+    forged: dict[str, object] | None,
+    reason: str,
+) -> None:
+    if forged is not None:
+        pki.forge(str(name), **forged)  # type: ignore[arg-type]
+    _assert_refused_in_handshake(server, pki.credentials(name), capfd, reason)
+
+
+def test_the_tls_handshake_refuses_a_certificate_from_another_ca(
+    server: ServerThread, pki: Pki, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    other = Pki.create(tmp_path / "other")
+    certificate, key = other.files("admin")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(pki.directory / "ca.crt").read_bytes(),
+        private_key=key,
+        certificate_chain=certificate,
+    )
+    _assert_refused_in_handshake(server, credentials, capfd, "unable to get local issuer")
+
+
+def _assert_refused_in_handshake(
+    server: ServerThread,
+    credentials: grpc.ChannelCredentials,
+    capfd: pytest.CaptureFixture[str],
+    reason: str,
+) -> None:
+    """The connection fails, the server says why in its log, and nothing was started."""
+    with grpc.secure_channel(server.address, credentials) as channel:
+        stub = pb_grpc.JobServiceStub(channel)
+        error = refusal(lambda: sleeper(stub))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert reason in capfd.readouterr().err
+    assert server.server.runner.running() == 0
+
+
+@pytest.mark.parametrize(
+    ("role_uris", "message"),
+    [
+        ((), "has no role"),
+        (("urn:jobworker:role:root",), "unknown role 'root'"),
+        (("urn:jobworker:role:reader", "urn:jobworker:role:admin"), "several roles"),
+    ],
+)
+def test_a_client_certificate_without_one_valid_role_is_unauthenticated(
+    server: ServerThread, pki: Pki, role_uris: tuple[str, ...], message: str
+) -> None:
+    name = f"roles-{len(role_uris)}-{uuid.uuid4().hex[:6]}"
+    pki.forge(name, role_uris=role_uris)
+    with client(server, pki, name) as stub:
+        for call in (
+            lambda: sleeper(stub),
+            lambda: stub.ListJobs(pb.ListJobsRequest()),
+            lambda: stub.StreamJobOutput(pb.StreamJobOutputRequest(id=str(uuid.uuid4()))),
+        ):
+            error = refusal(call)
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert message in (error.details() or "")
+    assert server.server.runner.running() == 0
+
+
+# --- bad input: a standard code and a specific message ------------------------------------
+
+
+def io_limit(device: str) -> pb.Limits:
+    return pb.Limits(io=[pb.IoLimit(device=device, read_bps=1 << 20)])
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "words"),
+    [
+        ({"command": ""}, "command"),
+        ({"command": "echo", "args": ["a", "b\0c"]}, "args[1]: contains a NUL byte"),
+        ({"command": "echo", "args": ["x" * 1024] * (MAX_ARGV_BYTES // 1024 + 1)}, "131072"),
+        ({"command": "echo", "limits": pb.Limits(cpu_cores=0.001)}, "cpu"),
+        ({"command": "echo", "limits": pb.Limits(cpu_cores=-1)}, "cpu"),
+        ({"command": "echo", "limits": pb.Limits(memory_bytes=1024)}, "memory"),
+        ({"command": "echo", "limits": pb.Limits(pids=0)}, "pids"),
+        ({"command": "echo", "limits": io_limit("/dev/null")}, "/dev/null"),
+        ({"command": "echo", "limits": io_limit("/no/such/disk")}, "/no/such/disk"),
+        ({"command": "echo", "limits": io_limit("")}, "io"),
+        ({"command": "echo", "namespaces": {"user": True}}, "user"),
+        ({"command": "echo", "working_directory": "relative/dir"}, "working"),
+        ({"command": "echo", "environment": {"A=B": "c"}}, "A=B"),
+    ],
+    ids=[
+        "empty-command", "nul-in-arg", "args-too-long", "cpu-too-small", "cpu-negative",
+        "memory-too-small", "pids-zero", "io-char-device", "io-missing-device", "io-no-device",
+        "unknown-namespace", "relative-workdir", "bad-env-name",
+    ],
+)  # fmt: skip
+def test_invalid_start_requests_are_invalid_argument_with_a_specific_message(
+    server: ServerThread, pki: Pki, request_fields: dict[str, object], words: str
+) -> None:
+    with client(server, pki, "bob") as stub:
+        error = refusal(lambda: stub.StartJob(pb.StartJobRequest(**request_fields)))  # type: ignore[arg-type]
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in (error.details() or "")
+    assert server.server.runner.running() == 0
+
+
+def test_a_malformed_job_id_is_invalid_argument_for_every_rpc(
+    server: ServerThread, pki: Pki
+) -> None:
+    with client(server, pki, "admin") as stub:
+        for call in (
+            lambda: stub.GetJob(pb.GetJobRequest(id="not-a-job")),
+            lambda: stub.StopJob(pb.StopJobRequest(id="not-a-job")),
+            lambda: stub.StreamJobOutput(pb.StreamJobOutputRequest(id="not-a-job")),
+        ):
+            error = refusal(call)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "'not-a-job' is not a job id" in (error.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"page_size": -1}, "page_size"),
+        ({"page_token": "garbage"}, "page_token"),
+    ],
+)
+def test_bad_list_requests_are_invalid_argument(
+    server: ServerThread, pki: Pki, request_fields: dict[str, object], field: str
+) -> None:
+    with client(server, pki, "bob") as stub:
+        error = refusal(lambda: stub.ListJobs(pb.ListJobsRequest(**request_fields)))  # type: ignore[arg-type]
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (error.details() or "")
+
+
+def test_a_negative_grace_period_is_invalid_argument(server: ServerThread, pki: Pki) -> None:
+    with client(server, pki, "bob") as stub:
+        job = sleeper(stub)
+        try:
+            error = refusal(
+                lambda: stub.StopJob(
+                    pb.StopJobRequest(id=job.id, grace_period=Duration(seconds=-1))
+                )
+            )
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert stub.GetJob(pb.GetJobRequest(id=job.id)).state == pb.JOB_STATE_RUNNING
+        finally:
+            stub.StopJob(pb.StopJobRequest(id=job.id, grace_period=Duration(seconds=0)))
+
+
+def test_unknown_job_is_not_found(server: ServerThread, pki: Pki) -> None:
+    missing = str(uuid.uuid4())
+    with client(server, pki, "admin") as stub:
+        error = refusal(lambda: stub.GetJob(pb.GetJobRequest(id=missing)))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert missing in (error.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "words"),
+    [
+        ({"command": "echo", "limits": pb.Limits(cpu_cores=(os.cpu_count() or 1) + 1)}, "CPUs"),
+        ({"command": "/no/such/program"}, "not found"),
+        ({"command": "/etc/passwd"}, "not executable"),
+        ({"command": "pwd", "working_directory": "/no/such/dir"}, "/no/such/dir"),
+    ],
+    ids=["more-cpus-than-the-host", "command-not-found", "not-executable", "missing-workdir"],
+)
+def test_requests_this_host_cannot_satisfy_are_failed_precondition(
+    server: ServerThread, pki: Pki, request_fields: dict[str, object], words: str
+) -> None:
+    with client(server, pki, "bob") as stub:
+        error = refusal(lambda: stub.StartJob(pb.StartJobRequest(**request_fields)))  # type: ignore[arg-type]
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert words in (error.details() or "")
+
+
+def test_stopping_an_ended_job_returns_its_final_record(server: ServerThread, pki: Pki) -> None:
+    with client(server, pki, "bob") as stub:
+        job = stub.StartJob(shell("exit 3"))
+        ended = wait_ended(stub, job.id)
+        again = stub.StopJob(pb.StopJobRequest(id=job.id))
+    assert ended.state == again.state == pb.JOB_STATE_EXITED
+    assert again.exit_code == 3
+    assert not again.stopped_by
+
+
+def test_the_running_job_cap_is_resource_exhausted(pki: Pki, tmp_path: Path) -> None:
+    with (
+        running_server(pki, tmp_path / "state", max_running_jobs=1) as capped,
+        client(capped, pki, "bob") as stub,
+    ):
+        first = sleeper(stub)
+        error = refusal(lambda: sleeper(stub))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "1" in (error.details() or "")
+        stub.StopJob(pb.StopJobRequest(id=first.id, grace_period=Duration(seconds=0)))
+        second = sleeper(stub)  # room again once the first has ended
+        stub.StopJob(pb.StopJobRequest(id=second.id, grace_period=Duration(seconds=0)))
+
+
+# --- a job from start to end, with limits and several live readers ------------------------
+
+
+def test_a_job_with_limits_streams_live_to_several_clients_then_stops_with_its_usage(
+    server: ServerThread, pki: Pki, scratch_block_device: str
+) -> None:
+    script = (
+        "i=0; while [ $i -lt 40 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done; "
+        "echo ready; exec sleep 600"
+    )
+    limits = pb.Limits(
+        cpu_cores=0.5,
+        memory_bytes=64 << 20,
+        pids=16,
+        io=[pb.IoLimit(device=scratch_block_device, read_bps=10 << 20, write_iops=100)],
+    )
+    with client(server, pki, "bob") as stub:
+        job = stub.StartJob(shell(script, limits=limits, namespaces={}))
+        assert job.state == pb.JOB_STATE_RUNNING
+        assert dict(job.namespaces) == dict.fromkeys(("pid", "mount", "net", "uts", "ipc"), True)
+        assert job.limits.cpu_cores == 0.5
+        assert job.limits.memory_bytes == 64 << 20
+        assert job.limits.pids == 16
+        assert job.limits.io[0].read_bps == 10 << 20
+        readers = [_Follower(server, pki, job.id) for _ in range(4)]
+        for reader in readers:
+            reader.seen_ready.wait(timeout=300)
+        stopped = stub.StopJob(pb.StopJobRequest(id=job.id, grace_period=Duration(seconds=2)))
+        for reader in readers:
+            reader.join(timeout=300)
+        again = stub.GetJob(pb.GetJobRequest(id=job.id))
+    expected_out = "".join(f"out {i}\n" for i in range(40)) + "ready\n"
+    expected_err = "".join(f"err {i}\n" for i in range(40))
+    for reader in readers:
+        assert reader.error is None
+        assert reader.stdout.decode() == expected_out
+        assert reader.stderr.decode() == expected_err
+        assert reader.offsets_in_order
+    assert stopped == again
+    assert stopped.state == pb.JOB_STATE_STOPPED
+    assert stopped.stopped_by == "bob"
+    assert stopped.signal_name in {"SIGTERM", "SIGKILL"}
+    assert not stopped.HasField("exit_code")
+    assert stopped.create_time.ToDatetime() <= stopped.start_time.ToDatetime()
+    assert stopped.start_time.ToDatetime() <= stopped.end_time.ToDatetime()
+    usage = stopped.usage
+    assert usage.cpu_user_usec + usage.cpu_system_usec > 0
+    assert 0 < usage.memory_peak_bytes <= 64 << 20
+    assert 2 <= usage.pids_peak <= 16
+    assert usage.HasField("io_read_bytes")
+    assert usage.HasField("io_write_bytes")
+
+
+class _Follower(threading.Thread):
+    """A client following a job's output from the first byte, on its own channel."""
+
+    def __init__(self, server: ServerThread, pki: Pki, job_id: str) -> None:
+        super().__init__(daemon=True)
+        self._server, self._pki, self._job_id = server, pki, job_id
+        self.stdout, self.stderr = bytearray(), bytearray()
+        self.offsets_in_order = True
+        self.error: BaseException | None = None
+        self.seen_ready = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        try:
+            with client(self._server, self._pki, "bob") as stub:
+                request = pb.StreamJobOutputRequest(id=self._job_id, follow=True)
+                for event in stub.StreamJobOutput(request):
+                    chunk = event.chunk
+                    sink = self.stdout if chunk.stream == pb.OUTPUT_STREAM_STDOUT else self.stderr
+                    self.offsets_in_order &= chunk.offset >= 0
+                    sink += chunk.data
+                    if b"ready\n" in self.stdout:
+                        self.seen_ready.set()
+        except BaseException as error:  # reported by the test, on the main thread
+            self.error = error
+        finally:
+            self.seen_ready.set()
+
+
+def test_status_reports_the_oom_killer_and_the_exit_status(server: ServerThread, pki: Pki) -> None:
+    with client(server, pki, "carol") as stub:
+        hog = stub.StartJob(
+            pb.StartJobRequest(
+                command="python3",
+                args=["-c", "x = bytearray(256 << 20)"],
+                limits=pb.Limits(memory_bytes=32 << 20),
+                namespaces=NO_NAMESPACES,
+            )
+        )
+        failing = stub.StartJob(shell("echo bye >&2; exit 7"))
+        killed, exited = wait_ended(stub, hog.id), wait_ended(stub, failing.id)
+        errors = b"".join(
+            event.chunk.data
+            for event in stub.StreamJobOutput(pb.StreamJobOutputRequest(id=failing.id))
+            if event.chunk.stream == pb.OUTPUT_STREAM_STDERR
+        )
+    assert killed.state == pb.JOB_STATE_EXITED
+    assert killed.oom_killed
+    assert killed.signal_name == "SIGKILL"
+    assert killed.signal == 9
+    assert exited.exit_code == 7
+    assert not exited.HasField("signal")
+    assert not exited.oom_killed
+    assert errors == b"bye\n"
+
+
+def test_a_stream_from_an_offset_starts_there(server: ServerThread, pki: Pki) -> None:
+    with client(server, pki, "bob") as stub:
+        job = stub.StartJob(shell("printf 0123456789"))
+        wait_ended(stub, job.id)
+        events = list(stub.StreamJobOutput(pb.StreamJobOutputRequest(id=job.id, offset=4)))
+    assert b"".join(event.chunk.data for event in events) == b"456789"
+    assert events[0].chunk.offset == 4
+
+
+def test_list_pages_through_every_job_and_hides_ended_ones_unless_asked(
+    server: ServerThread, pki: Pki
+) -> None:
+    with client(server, pki, "dave") as stub:
+        ids = {stub.StartJob(shell("true")).id for _ in range(5)}
+        for job_id in ids:
+            wait_ended(stub, job_id)
+        running = {job.id for job in stub.ListJobs(pb.ListJobsRequest()).jobs}
+        seen: list[str] = []
+        token = ""
+        while True:
+            page = stub.ListJobs(
+                pb.ListJobsRequest(include_ended=True, page_size=2, page_token=token)
+            )
+            assert len(page.jobs) <= 2
+            seen += [job.id for job in page.jobs]
+            token = page.next_page_token
+            if not token:
+                break
+    assert not ids & running
+    assert ids <= set(seen)
+    assert len(seen) == len(set(seen))
+
+
+# --- standard tools: health checking, reflection, grpcurl, openssl ------------------------
+
+
+def test_health_checking_says_serving(server: ServerThread, pki: Pki) -> None:
+    with grpc.secure_channel(server.address, pki.credentials("alice")) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "jobworker.v1.JobService"):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def grpcurl(server: ServerThread, pki: Pki, user: str, *args: str) -> str:
+    """Run the stock grpcurl over mutual TLS; it knows our API only through reflection."""
+    tls = ["-cacert", str(pki.directory / "ca.crt")]
+    tls += ["-cert", str(pki.directory / f"{user}.crt"), "-key", str(pki.directory / f"{user}.key")]
+    done = subprocess.run(
+        [str(GRPCURL), *tls, *args[:-1], server.address, *args[-1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_grpcurl_lists_and_calls_the_service_through_reflection(
+    server: ServerThread, pki: Pki
+) -> None:
+    services = grpcurl(server, pki, "alice", "list").split()
+    assert {"jobworker.v1.JobService", "grpc.health.v1.Health"} <= set(services)
+    described = grpcurl(server, pki, "alice", "describe", "jobworker.v1.JobService")
+    assert "rpc StreamJobOutput" in described
+    started = json.loads(
+        grpcurl(
+            server,
+            pki,
+            "bob",
+            "-d",
+            json.dumps({"command": "sh", "args": ["-c", "echo hello"]}),
+            "jobworker.v1.JobService/StartJob",
+        )
+    )
+    assert started["owner"] == "bob"
+    request = json.dumps({"id": started["id"], "follow": True})
+    streamed = grpcurl(server, pki, "bob", "-d", request, "jobworker.v1.JobService/StreamJobOutput")
+    assert '"data": "aGVsbG8K"' in streamed  # base64 of "hello\n"
+    status = json.loads(
+        grpcurl(
+            server,
+            pki,
+            "bob",
+            "-d",
+            json.dumps({"id": started["id"]}),
+            "jobworker.v1.JobService/GetJob",
+        )
+    )
+    assert status["state"] == "JOB_STATE_EXITED"
+    assert status.get("exitCode", 0) == 0
+    health = grpcurl(server, pki, "alice", "grpc.health.v1.Health/Check")
+    assert '"status": "SERVING"' in health
+
+
+def openssl_probe(server: ServerThread, pki: Pki, *options: str) -> str | None:
+    """Handshake with ``options``; the negotiated protocol and cipher, or None if refused."""
+    files = pki.directory
+    tls = ["-CAfile", str(files / "ca.crt"), "-cert", str(files / "admin.crt")]
+    tls += ["-key", str(files / "admin.key")]
+    done = subprocess.run(
+        ["openssl", "s_client", "-brief", "-connect", server.address, *tls, *options],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = dict(line.split(": ", 1) for line in done.stderr.splitlines() if line.count(": ") == 1)
+    if "CONNECTION ESTABLISHED" not in done.stderr:
+        return None
+    return f"{lines['Protocol version']} {lines['Ciphersuite']}"
+
+
+@pytest.mark.parametrize(
+    ("options", "outcome"),
+    [
+        (("-tls1_3",), "TLSv1.3 TLS_AES_"),
+        (("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"), "TLSv1.2 ECDHE-ECDSA-AES128-GCM"),
+        (("-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"), "TLSv1.2 ECDHE-ECDSA-AES256-GCM"),
+        (("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA"), "NO_SHARED_CIPHER"),  # CBC
+        (("-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-SHA384"), "NO_SHARED_CIPHER"),  # CBC
+        (("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"), "UNSUPPORTED_PROTOCOL"),
+        (("-tls1", "-cipher", "DEFAULT@SECLEVEL=0"), "UNSUPPORTED_PROTOCOL"),
+    ],
+)
+def test_tls_accepts_only_tls13_or_tls12_with_ecdhe_and_aead(
+    server: ServerThread,
+    pki: Pki,
+    capfd: pytest.CaptureFixture[str],
+    options: tuple[str, ...],
+    outcome: str,
+) -> None:
+    """Accepted: the negotiated version and cipher. Refused: the server's own reason.
+
+    Checking the server's log proves the client really offered what we meant to
+    test, rather than OpenSSL declining to send it.
+    """
+    negotiated = openssl_probe(server, pki, *options)
+    if outcome.startswith("TLS"):
+        assert negotiated is not None
+        assert negotiated.startswith(outcome)
+    else:
+        assert negotiated is None
+        assert outcome in capfd.readouterr().err
