@@ -1,0 +1,295 @@
+"""The ``jobworker`` command as people and scripts use it, against a real server.
+
+Everything runs as separate processes: certificates made by ``jobworker certs``, a
+server started with ``jobworker server``, and each client call through the installed
+console script. One server serves the whole module, and jobs are tiny, because each
+process start costs a second or two in the emulated test VM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.privileged.runner_helpers import CGROUP_ROOT, remove_cgroup_tree
+
+pytestmark = pytest.mark.privileged
+
+JOBWORKER = str(Path(sys.executable).parent / "jobworker")
+STATUS_KEYS = {
+    "id", "owner", "command", "working_directory", "state", "exit_code", "signal",
+    "oom_killed", "created_at", "started_at", "ended_at", "limits", "namespaces", "usage",
+    "stopped_by", "note",
+}  # fmt: skip
+USAGE_KEYS = {
+    "cpu_user_usec", "cpu_system_usec", "memory_peak_bytes", "io_read_bytes",
+    "io_write_bytes", "pids_peak",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Cli:
+    """How to call the real ``jobworker`` against the module's server."""
+
+    tls: Path
+    address: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of every call unless a test says otherwise: server and TLS dir."""
+        return {
+            **os.environ,
+            "JOBWORKER_SERVER": self.address,
+            "JOBWORKER_TLS_DIR": str(self.tls),
+        }
+
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return jobworker(*args, env=self.env if env is None else env)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [JOBWORKER, *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+
+    def status(self, job_id: str) -> dict[str, object]:
+        result = self("status", job_id, "--json")
+        assert result.returncode == 0, result.stderr
+        data: dict[str, object] = json.loads(result.stdout)
+        return data
+
+
+def jobworker(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [JOBWORKER, *args], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+
+
+def read_line(stream: object, timeout: float = 120.0) -> str:
+    """One line from a child's pipe, failing instead of hanging if it never comes."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)  # type: ignore[arg-type]
+        assert selector.select(timeout), f"no line within {timeout}s"
+    return stream.readline()  # type: ignore[attr-defined, no-any-return]
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    """The contract for every failure: exit status, one line naming it, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert text in result.stderr, result.stderr
+
+
+def kill_everything_under(parent: str) -> None:
+    base = CGROUP_ROOT / parent.lstrip("/")
+    if not base.exists():
+        return
+    (base / "cgroup.kill").write_text("1")
+    for _ in range(600):
+        if "populated 0" in (base / "cgroup.events").read_text():
+            return
+        time.sleep(0.1)  # tests may poll; the product must not
+    raise AssertionError(f"processes left under {parent}")
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    root = tmp_path_factory.mktemp("cli")
+    tls = root / "tls"
+    made = jobworker("certs", "init", "--dir", str(tls))
+    assert made.returncode == 0, made.stderr
+    issued = jobworker("certs", "issue", "--user", "alice", "--role", "reader", "--dir", str(tls))
+    assert issued.returncode == 0, issued.stderr
+    parent = f"/jobworker-clitest-{uuid.uuid4().hex[:8]}"
+    log = (root / "server.log").open("w")
+    server = subprocess.Popen(
+        [JOBWORKER, "server", "--listen", "localhost:0", "--tls-dir", str(tls),
+         "--state-dir", str(root / "state"), "--cgroup-parent", parent],
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )  # fmt: skip
+    try:
+        line = read_line(server.stdout)
+        assert line.startswith("jobworker server listening on localhost:"), (
+            line + (root / "server.log").read_text()
+        )
+        assert "limits enforced: cpu, memory, io, pids" in line
+        port = line.split()[4].rsplit(":", 1)[1]
+        yield Cli(tls, f"localhost:{port}")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=120)
+        log.close()
+        kill_everything_under(parent)  # jobs outlive the server; a failed test may leave one
+        remove_cgroup_tree(parent)
+    assert code == 0, (root / "server.log").read_text()
+
+
+def test_certificates_are_private_and_never_silently_replaced(cli: Cli) -> None:
+    for key in ("ca.key", "server.key", "admin.key", "alice.key"):
+        assert (cli.tls / key).stat().st_mode & 0o777 == 0o600, key
+    again = jobworker("certs", "init", "--dir", str(cli.tls))
+    one_line_error(again, 1, "already exist; use --force to replace")
+
+
+def test_run_prints_only_the_id_and_logs_keep_the_streams_apart(cli: Cli) -> None:
+    started = cli(
+        "run", "--memory", "64M", "--cpu", "0.5", "--pids", "20", "--env", "WHO=world",
+        "--no-isolate", "net", "--", "sh", "-c", "echo hello $WHO; echo oops >&2",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    job_id = started.stdout.removesuffix("\n")
+    assert started.stdout == f"{uuid.UUID(job_id)}\n"
+
+    followed = cli("logs", "-f", job_id)  # follows until the end, from the first byte
+    assert (followed.returncode, followed.stdout, followed.stderr) == (0, "hello world\n", "oops\n")
+    again = cli("logs", job_id)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "hello world\n", "oops\n")
+
+    status = cli.status(job_id)
+    assert set(status) == STATUS_KEYS
+    assert status["id"] == job_id
+    assert status["owner"] == "admin"
+    assert status["command"] == ["sh", "-c", "echo hello $WHO; echo oops >&2"]
+    assert (status["state"], status["exit_code"], status["signal"]) == ("exited", 0, None)
+    assert status["oom_killed"] is False
+    assert status["limits"] == {"cpu_cores": 0.5, "memory_bytes": 64 << 20, "pids": 20, "io": []}
+    assert status["namespaces"] == {
+        "pid": True, "mount": True, "net": False, "uts": True, "ipc": True,
+    }  # fmt: skip
+    usage = status["usage"]
+    assert isinstance(usage, dict)
+    assert set(usage) == USAGE_KEYS
+    assert isinstance(usage["cpu_user_usec"], int)
+    for moment in ("created_at", "started_at", "ended_at"):
+        stamp = status[moment]
+        assert isinstance(stamp, str)
+        assert stamp.endswith("Z")
+        datetime.fromisoformat(stamp)
+
+    human = cli("status", job_id)
+    assert human.returncode == 0
+    assert "state:      exited (exit code 0)\n" in human.stdout
+    assert "limits:     cpu 0.5 cores, memory 64 MiB, pids 20\n" in human.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "note"),
+    [
+        ("echo hi; exit 0", 0, None),
+        ("echo hi; exit 3", 3, None),
+        ("echo hi; kill -9 $$", 128 + 9, "killed by SIGKILL"),
+    ],
+)
+def test_run_follow_exits_as_the_job_did(cli: Cli, command: str, code: int, note: str) -> None:
+    result = cli("run", "--follow", "--", "sh", "-c", command)
+    assert result.returncode == code, result.stderr
+    assert result.stdout == "hi\n"
+    assert result.stderr.startswith("jobworker: started job ")
+    if note:
+        assert note in result.stderr
+
+
+def test_run_follow_says_when_the_oom_killer_ended_the_job(cli: Cli) -> None:
+    # tail keeps every line it reads; /dev/zero has no newline, so it grows until killed.
+    result = cli("run", "-f", "--memory", "16M", "--", "tail", "/dev/zero")
+    assert result.returncode == 128 + 9, result.stderr
+    assert "was killed by the OOM killer" in result.stderr
+    job_id = result.stderr.split()[3]
+    status = cli.status(job_id)
+    assert (status["oom_killed"], status["signal"], status["state"]) == (True, "SIGKILL", "exited")
+
+
+def test_ls_logs_detach_and_stop_with_grace(cli: Cli) -> None:
+    # The job notes when SIGTERM came and carries on, so only the kill after the grace
+    # period ends it. (A busy loop, so the trap runs at once; a tenth of a core is plenty.)
+    script = "trap 'date +%s.%N' TERM; echo ready; while :; do :; done"
+    started = cli("run", "--cpu", "0.1", "--", "sh", "-c", script)
+    job_id = started.stdout.strip()
+    first, second = cli.start("logs", "-f", job_id), cli.start("logs", "--follow", job_id)
+    try:
+        assert read_line(first.stdout) == "ready\n"
+        assert read_line(second.stdout) == "ready\n"
+
+        first.send_signal(signal.SIGINT)  # Ctrl-C detaches; the job keeps running
+        _, detached = first.communicate(timeout=120)
+        assert first.returncode == 130
+        assert f"detached; job {job_id} keeps running" in detached
+        assert "Traceback" not in detached
+
+        listed = cli("ls")
+        assert listed.returncode == 0
+        header, *rows = listed.stdout.splitlines()
+        assert header.split() == ["ID", "STATE", "COMMAND", "AGE", "OWNER"]
+        assert any(row.startswith(job_id) and " running " in row for row in rows), listed.stdout
+
+        stopped = cli("stop", "--grace", "500ms", job_id)
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout == f"{job_id}: stopped by admin (killed by SIGKILL)\n"
+        out, _ = second.communicate(timeout=120)  # the other follower saw it to the end
+        assert second.returncode == 0
+        ready, term = out.splitlines()
+        assert ready == "ready"
+    finally:
+        for follower in (first, second):
+            if follower.poll() is None:
+                follower.kill()
+                follower.communicate()
+
+    everything = json.loads(cli("ls", "--all", "--json").stdout)
+    job = next(job for job in everything if job["id"] == job_id)
+    assert set(job) == STATUS_KEYS
+    assert (job["state"], job["stopped_by"], job["signal"]) == ("stopped", "admin", "SIGKILL")
+    # Killed about 0.5 s after SIGTERM, well before the default grace of 10 s.
+    ended = datetime.fromisoformat(job["ended_at"]).timestamp()
+    assert 0.5 <= ended - float(term) < 5, (term, job["ended_at"])
+    assert job_id not in cli("ls").stdout
+
+
+def test_client_flags_go_anywhere_and_win_over_the_environment(cli: Cli) -> None:
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("JOBWORKER_")}
+    bare["JOBWORKER_SERVER"] = "localhost:1"  # flags must win over this
+    started = cli(
+        "run", "--server", cli.address, "--memory", "8M", "--tls-dir", str(cli.tls),
+        "--", "true", env=bare,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    job_id = started.stdout.strip()
+    status = cli(
+        "status", job_id, "--server", cli.address, "--ca", str(cli.tls / "ca.crt"),
+        "--cert", str(cli.tls / "admin.crt"), "--key", str(cli.tls / "admin.key"), "--json",
+        env=bare,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["id"] == job_id
+    one_line_error(cli("ls", env=bare), 1, "jobworker: cannot reach server at localhost:1: ")
+
+
+def test_errors_are_one_line_with_a_documented_exit_status(cli: Cli) -> None:
+    alice = ("--cert", str(cli.tls / "alice.crt"), "--key", str(cli.tls / "alice.key"))
+    missing = str(uuid.uuid4())
+    one_line_error(cli("run", "--memory", "64X", "--", "true"), 2, "'64X' is not a size")
+    one_line_error(cli("run", "--frobnicate", "--", "true"), 2, "unrecognized arguments")
+    one_line_error(cli("status", missing), 1, f"jobworker: no job {missing}")
+    one_line_error(cli("run", *alice, "--", "true"), 1, "jobworker: permission denied: ")
+    one_line_error(cli("run", "--", "no-such-command"), 1, "no-such-command")
+    one_line_error(
+        jobworker("server", "--tls-dir", "/nonexistent", "--listen", "localhost:0"),
+        1,
+        "jobworker: the server cannot start: cannot read /nonexistent/server.crt",
+    )
