@@ -21,7 +21,7 @@ from google.protobuf.duration_pb2 import Duration
 from jobworker.cli import render
 from jobworker.cli.connection import Connection, translate
 from jobworker.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED
-from jobworker.cli.jobspec import start_request
+from jobworker.cli.request import start_request
 from jobworker.cli.streaming import copy_output
 from jobworker.v1 import jobworker_pb2 as pb
 from jobworker.v1 import jobworker_pb2_grpc as pb_grpc

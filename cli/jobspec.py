@@ -1,34 +1,21 @@
-"""From ``jobworker run``'s options to a StartJobRequest: limits, namespaces, environment.
+"""The argparse ``type=`` parsers of ``jobworker run``'s options and of job ids.
 
-The argparse ``type=`` parsers here refuse what is malformed on its face (a size
-without a number, an unknown namespace), so it is a usage error before any
-connection; whether a value suits this host (more cores than it has, a device
-that is not a disk) only the server knows, and it says so.
+They refuse what is malformed on its face (a size without a number, an unknown
+namespace), so it is a usage error before any connection; whether a value suits
+this host (more cores than it has, a device that is not a disk) only the server
+knows, and it says so. ``request`` turns the parsed options into a StartJobRequest.
 """
 
 from __future__ import annotations
 
 import argparse
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from google.protobuf.message import Message
-
-from jobworker.cli.errors import UsageError
 from jobworker.cli.units import parse_count, parse_size
-from jobworker.v1 import jobworker_pb2 as pb
 
 NAMESPACES = ("pid", "mount", "net", "uts", "ipc")
 """Every namespace a job can get; all are on unless switched off."""
-
-IO_FIELDS = {
-    "io_read_bps": "read_bps",
-    "io_write_bps": "write_bps",
-    "io_read_iops": "read_iops",
-    "io_write_iops": "write_iops",
-}
-"""The run options for IO limits (as argparse dests) and the IoLimit fields they set."""
 
 
 @dataclass(frozen=True)
@@ -88,51 +75,3 @@ def parse_env(text: str) -> tuple[str, str]:
     if not separator or not key:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
     return key, value
-
-
-def namespaces(isolate: Sequence[str] | None, no_isolate: Sequence[str] | None) -> dict[str, bool]:
-    """The request's namespace map: exactly ``isolate``, or all but ``no_isolate``, or all."""
-    if isolate is not None:
-        chosen = {name: name in isolate for name in NAMESPACES}
-    elif no_isolate is not None:
-        chosen = {name: name not in no_isolate for name in NAMESPACES}
-    else:
-        return {}
-    if chosen["pid"] and not chosen["mount"]:
-        raise UsageError(
-            "the pid namespace needs the mount namespace (to mount its own /proc): "
-            "isolate mount too, or turn pid off as well"
-        )
-    return chosen
-
-
-def io_limits(options: dict[str, list[DeviceValue] | None]) -> list[pb.IoLimit]:
-    """One IoLimit per device, from the four IO options (argparse dest → values)."""
-    by_device: dict[str, pb.IoLimit] = {}
-    for dest, field in IO_FIELDS.items():
-        for item in options.get(dest) or ():
-            limit: Message = by_device.setdefault(item.device, pb.IoLimit(device=item.device))
-            if limit.HasField(field):
-                option = "--" + dest.replace("_", "-")
-                raise UsageError(f"{option} is given twice for {item.device}")
-            setattr(limit, field, item.value)
-    return list(by_device.values())
-
-
-def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
-    """The StartJobRequest for parsed ``run`` options."""
-    limits = pb.Limits(
-        cpu_cores=args.cpu,
-        memory_bytes=args.memory,
-        pids=args.pids,
-        io=io_limits({dest: getattr(args, dest) for dest in IO_FIELDS}),
-    )
-    command, *arguments = args.command
-    return pb.StartJobRequest(
-        command=command,
-        args=arguments,
-        limits=limits,
-        namespaces=namespaces(args.isolate, args.no_isolate),
-        working_directory=args.workdir or "",
-        environment=dict(args.env or ()),
-    )

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from jobworker.cli.errors import UsageError
-from jobworker.cli.jobspec import start_request
 from jobworker.cli.parser import build
+from jobworker.cli.request import start_request
 from jobworker.v1 import jobworker_pb2 as pb
 
 JOB = "0b6e1c5c-6b0b-4c5b-9d3a-3d7b1f2a9c10"

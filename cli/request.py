@@ -1,0 +1,72 @@
+"""From ``jobworker run``'s parsed options to a StartJobRequest.
+
+Kept apart from the option parsers so that parsing a command line (and ``--help``)
+does not load protobuf: every process start counts in a slow VM.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from google.protobuf.message import Message
+
+from jobworker.cli.errors import UsageError
+from jobworker.cli.jobspec import NAMESPACES, DeviceValue
+from jobworker.v1 import jobworker_pb2 as pb
+
+IO_FIELDS = {
+    "io_read_bps": "read_bps",
+    "io_write_bps": "write_bps",
+    "io_read_iops": "read_iops",
+    "io_write_iops": "write_iops",
+}
+"""The run options for IO limits (as argparse dests) and the IoLimit fields they set."""
+
+
+def namespaces(isolate: Sequence[str] | None, no_isolate: Sequence[str] | None) -> dict[str, bool]:
+    """The request's namespace map: exactly ``isolate``, or all but ``no_isolate``, or all."""
+    if isolate is not None:
+        chosen = {name: name in isolate for name in NAMESPACES}
+    elif no_isolate is not None:
+        chosen = {name: name not in no_isolate for name in NAMESPACES}
+    else:
+        return {}
+    if chosen["pid"] and not chosen["mount"]:
+        raise UsageError(
+            "the pid namespace needs the mount namespace (to mount its own /proc): "
+            "isolate mount too, or turn pid off as well"
+        )
+    return chosen
+
+
+def io_limits(options: dict[str, list[DeviceValue] | None]) -> list[pb.IoLimit]:
+    """One IoLimit per device, from the four IO options (argparse dest → values)."""
+    by_device: dict[str, pb.IoLimit] = {}
+    for dest, field in IO_FIELDS.items():
+        for item in options.get(dest) or ():
+            limit: Message = by_device.setdefault(item.device, pb.IoLimit(device=item.device))
+            if limit.HasField(field):
+                option = "--" + dest.replace("_", "-")
+                raise UsageError(f"{option} is given twice for {item.device}")
+            setattr(limit, field, item.value)
+    return list(by_device.values())
+
+
+def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
+    """The StartJobRequest for parsed ``run`` options."""
+    limits = pb.Limits(
+        cpu_cores=args.cpu,
+        memory_bytes=args.memory,
+        pids=args.pids,
+        io=io_limits({dest: getattr(args, dest) for dest in IO_FIELDS}),
+    )
+    command, *arguments = args.command
+    return pb.StartJobRequest(
+        command=command,
+        args=arguments,
+        limits=limits,
+        namespaces=namespaces(args.isolate, args.no_isolate),
+        working_directory=args.workdir or "",
+        environment=dict(args.env or ()),
+    )
