@@ -31,7 +31,30 @@ SECTIONS: dict[str, Callable[[Harness], Awaitable[None]]] = {
 
 
 def _sizes(settings: Settings) -> dict[str, object]:
-    return {"preset": settings.preset, **dataclasses.asdict(settings.sizes)}
+    return {
+        "preset": settings.preset,
+        **dataclasses.asdict(settings.sizes),
+        "io_device": settings.io_device,
+        "profile": settings.profile,
+    }
+
+
+async def _sections(settings: Settings, harness: Harness) -> int:
+    report = harness.report
+    failed = 0
+    for name in settings.sections:
+        began = time.monotonic()
+        print(f"\n== {name}", flush=True)
+        try:
+            await SECTIONS[name](harness)
+        except Exception:  # one failed section must not lose the others' figures
+            failed = 1
+            traceback.print_exc()
+            report.notes.append(f"section {name} failed: {traceback.format_exc(limit=1).strip()}")
+        seconds = time.monotonic() - began
+        report.add(f"section_{name}_seconds", f"(section {name}: wall time)", "s", [seconds])
+        print(f"   {seconds:.0f}s", flush=True)
+    return failed
 
 
 async def _main(settings: Settings) -> int:
@@ -43,22 +66,10 @@ async def _main(settings: Settings) -> int:
     harness = Harness(settings, report, tls_dir)
     print(f"sizes: {report.sizes}", flush=True)
     failed = 0
-    for name in settings.sections:
-        began = time.monotonic()
-        print(f"\n== {name}", flush=True)
-        try:
-            await SECTIONS[name](harness)
-        except Exception:  # one failed section must not lose the others' figures
-            failed = 1
-            traceback.print_exc()
-            report.notes.append(f"section {name} failed: {traceback.format_exc(limit=1).strip()}")
-        report.add(
-            f"section_{name}_seconds",
-            f"(section {name}: wall time)",
-            "s",
-            [time.monotonic() - began],
-        )
-        print(f"   {time.monotonic() - began:.0f}s", flush=True)
+    try:
+        failed = await _sections(settings, harness)
+    finally:
+        await harness.close()
     print(f"\nsizes: {report.sizes}")
     print(f"machine: {report.machine}")
     print(report.table(), flush=True)

@@ -50,52 +50,50 @@ async def run(h: Harness) -> None:
     size = h.settings.sizes.fanout_bytes
     source = zeros_file(h.work_dir, size)
     r = h.report
-    async with h.product("fanout") as product, h.raw() as raw:
-        for count in h.settings.sizes.fanout_followers:
-            aggregate: list[float] = []
-            raw_aggregate: list[float] = []
-            peak: list[float] = []
-            raw_peak: list[float] = []
-            idle = product.server.rss_mib()
-            for _ in range(h.settings.sizes.fanout_repeats):
-                product.server.reset_peak()
-                async with h.profiled(f"fanout_{count}", product.server):
-                    seconds, stats = await _fan_out(product.server, h, count, None, writer(size))
-                peak.append(product.server.peak_mib())
-                received = sum(s.data_bytes for s in stats)
-                if received != count * size:
-                    raise RuntimeError(
-                        f"{count} followers got {received} bytes, not {count * size}"
-                    )
-                aggregate.append(mb_per_s(received, seconds))
-                for path in (product.state_dir / "jobs").glob("*/output.log"):
-                    path.unlink()
-                message = max(1, round(received / max(1, sum(s.messages for s in stats))))
-                raw.reset_peak()
-                request = pb.StreamJobOutputRequest(id=str(source), offset=message)
-                seconds, stats = await _fan_out(raw, h, count, request)
-                raw_peak.append(raw.peak_mib())
-                raw_aggregate.append(mb_per_s(sum(s.data_bytes for s in stats), seconds))
-            r.add(f"fanout_{count}", f"{count} followers over gRPC, aggregate", "MB/s", aggregate)
-            r.add(
-                f"fanout_raw_{count}",
-                f"baseline: {count} raw gRPC streams, aggregate",
-                "MB/s",
-                raw_aggregate,
-            )
-            r.add(f"fanout_idle_{count}", f"service RSS before {count} followers", "MiB", [idle])
-            r.add(f"fanout_peak_{count}", f"service peak RSS with {count} followers", "MiB", peak)
-            r.add(
-                f"fanout_raw_peak_{count}",
-                f"raw server peak RSS with {count} streams",
-                "MiB",
-                raw_peak,
-            )
-            r.compare(
-                f"fanout_{count}", f"{count} followers / raw gRPC fan-out", f"fanout_{count}",
-                f"fanout_raw_{count}", higher_is_better=True, target=0.7,
-            )  # fmt: skip
-            r.compare(
-                f"fanout_peak_{count}", f"service peak with {count} followers / raw server peak",
-                f"fanout_peak_{count}", f"fanout_raw_peak_{count}",
-            )  # fmt: skip
+    product, raw = await h.product(), await h.raw()
+    for count in h.settings.sizes.fanout_followers:
+        aggregate: list[float] = []
+        raw_aggregate: list[float] = []
+        peak: list[float] = []
+        raw_peak: list[float] = []
+        idle = product.server.rss_mib()
+        for _ in range(h.settings.sizes.fanout_repeats):
+            product.server.reset_peak()
+            async with h.profiled(f"fanout_{count}", product.server):
+                seconds, stats = await _fan_out(product.server, h, count, None, writer(size))
+            peak.append(product.server.peak_mib())
+            received = sum(s.data_bytes for s in stats)
+            if received != count * size:
+                raise RuntimeError(f"{count} followers got {received} bytes, not {count * size}")
+            aggregate.append(mb_per_s(received, seconds))
+            for path in (product.state_dir / "jobs").glob("*/output.log"):
+                path.unlink()
+            message = max(1, round(received / max(1, sum(s.messages for s in stats))))
+            raw.reset_peak()
+            request = pb.StreamJobOutputRequest(id=str(source), offset=message)
+            seconds, stats = await _fan_out(raw, h, count, request)
+            raw_peak.append(raw.peak_mib())
+            raw_aggregate.append(mb_per_s(sum(s.data_bytes for s in stats), seconds))
+        r.add(f"fanout_{count}", f"{count} followers over gRPC, aggregate", "MB/s", aggregate)
+        r.add(
+            f"fanout_raw_{count}",
+            f"baseline: {count} raw gRPC streams, aggregate",
+            "MB/s",
+            raw_aggregate,
+        )
+        r.add(f"fanout_idle_{count}", f"service RSS before {count} followers", "MiB", [idle])
+        r.add(f"fanout_peak_{count}", f"service peak RSS with {count} followers", "MiB", peak)
+        r.add(
+            f"fanout_raw_peak_{count}",
+            f"raw server peak RSS with {count} streams",
+            "MiB",
+            raw_peak,
+        )
+        r.compare(
+            f"fanout_{count}", f"{count} followers / raw gRPC fan-out", f"fanout_{count}",
+            f"fanout_raw_{count}", higher_is_better=True, target=0.7,
+        )  # fmt: skip
+        r.compare(
+            f"fanout_peak_{count}", f"service peak with {count} followers / raw server peak",
+            f"fanout_peak_{count}", f"fanout_raw_peak_{count}",
+        )  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,46 +14,61 @@ from bench.report import Report
 from bench.settings import Settings
 
 
-@dataclass
 class Harness:
-    """Handed to each section's ``run``."""
+    """Handed to each section's ``run``: settings, report, and the servers, started once.
 
-    settings: Settings
-    report: Report
-    tls_dir: Path
+    One jobworker server and one baseline server serve the whole run: starting a Python
+    gRPC server takes long in an emulated VM, and every section takes its own idle
+    figures before it measures.
+    """
+
+    def __init__(self, settings: Settings, report: Report, tls_dir: Path) -> None:
+        self.settings = settings
+        self.report = report
+        self.tls_dir = tls_dir
+        self._stack = contextlib.AsyncExitStack()
+        self._product: Product | None = None
+        self._raw: ServiceProcess | None = None
 
     @property
     def work_dir(self) -> Path:
-        """Scratch space for this run (state directories, files to stream)."""
+        """Scratch space for this run (state directory, files to stream)."""
         return self.settings.work_dir
 
-    @contextlib.asynccontextmanager
-    async def product(self, name: str, max_running_jobs: int = 1000) -> AsyncIterator[Product]:
-        """A fresh jobworker server (own state directory and cgroup parent) for one section."""
-        state = self.work_dir / f"state-{name}"
-        shutil.rmtree(state, ignore_errors=True)
-        parent = f"/jobworker-bench-{uuid.uuid4().hex[:8]}"
-        arguments = [
-            "--state-dir", str(state),
-            "--tls-dir", str(self.tls_dir),
-            "--cgroup-parent", parent,
-            "--max-running-jobs", str(max_running_jobs),
-        ]  # fmt: skip
-        try:
-            async with service(
-                "bench.server", arguments, self.work_dir / f"{name}.ready"
-            ) as server:
-                yield Product(server, state)
-        finally:
-            remove_cgroup_tree(parent)
-            shutil.rmtree(state, ignore_errors=True)
+    async def product(self) -> Product:
+        """The jobworker server (own state directory and cgroup parent), started on first use."""
+        if self._product is None:
+            state = self.work_dir / "state"
+            parent = f"/jobworker-bench-{uuid.uuid4().hex[:8]}"
+            self._stack.callback(shutil.rmtree, state, ignore_errors=True)
+            self._stack.callback(remove_cgroup_tree, parent)
+            jobs = max(1000, self.settings.sizes.scale_jobs + 16)
+            arguments = [
+                "--state-dir", str(state),
+                "--tls-dir", str(self.tls_dir),
+                "--cgroup-parent", parent,
+                "--max-running-jobs", str(jobs),
+            ]  # fmt: skip
+            ready = self.work_dir / "server.ready"
+            server = await self._stack.enter_async_context(
+                service("bench.server", arguments, ready)
+            )
+            self._product = Product(server, state)
+        return self._product
 
-    @contextlib.asynccontextmanager
-    async def raw(self) -> AsyncIterator[ServiceProcess]:
-        """The minimal grpc.aio mTLS file-streaming server (the baseline)."""
-        arguments = ["--tls-dir", str(self.tls_dir)]
-        async with service("bench.raw_server", arguments, self.work_dir / "raw.ready") as server:
-            yield server
+    async def raw(self) -> ServiceProcess:
+        """The minimal grpc.aio mTLS file-streaming server (the baseline), started on first use."""
+        if self._raw is None:
+            arguments = ["--tls-dir", str(self.tls_dir)]
+            ready = self.work_dir / "raw.ready"
+            self._raw = await self._stack.enter_async_context(
+                service("bench.raw_server", arguments, ready)
+            )
+        return self._raw
+
+    async def close(self) -> None:
+        """Stop the servers and remove what they left."""
+        await self._stack.aclose()
 
     def profiled(
         self, item: str, server: ServiceProcess

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -66,6 +65,7 @@ async def service(
 ) -> AsyncIterator[ServiceProcess]:
     """Run ``python -m module arguments --ready-file ready_file`` for the duration of the block."""
     ready_file.unlink(missing_ok=True)
+    began = time.monotonic()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", module, *arguments, "--ready-file", str(ready_file), cwd=REPO
     )
@@ -76,10 +76,21 @@ async def service(
                 raise RuntimeError(f"{module} did not start (exit status {process.returncode})")
             await asyncio.sleep(0.05)
         running = ServiceProcess(process, int(ready_file.read_text()))
+        progress(f"{module} ready in {time.monotonic() - began:.1f}s (pid {process.pid})")
         yield running
     finally:
         if process.returncode is None:
+            began = time.monotonic()
             await ServiceProcess(process, 0).stop()
+            progress(f"{module} stopped in {time.monotonic() - began:.1f}s")
+
+
+_STARTED = time.monotonic()
+
+
+def progress(message: str) -> None:
+    """One line of progress on stdout, with the time since the run began."""
+    print(f"   [{time.monotonic() - _STARTED:7.1f}s] {message}", flush=True)
 
 
 def memory_available_mib() -> float:
@@ -107,8 +118,3 @@ def remove_cgroup_tree(parent: str) -> None:
                 break
             except OSError:
                 time.sleep(0.05)
-
-
-def pid_exists(pid: int) -> bool:
-    """Whether a process with this id exists (it may be a zombie)."""
-    return os.path.exists(f"/proc/{pid}")

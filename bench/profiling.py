@@ -24,20 +24,35 @@ async def py_spy(pid: int, stem: Path) -> AsyncIterator[None]:
     executable = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     stem.parent.mkdir(parents=True, exist_ok=True)
     collapsed = stem.with_suffix(".txt")
+    print(f"   py-spy ({executable}) on pid {pid} -> {collapsed}", flush=True)
     process = await asyncio.create_subprocess_exec(
-        executable, "record", "--pid", str(pid), "--rate", "250", "--threads",
-        "--format", "raw", "--output", str(collapsed),
+        executable, "record", "--pid", str(pid), "--rate", "100", "--threads", "--nonblocking",
+        "--subprocesses", "--format", "raw", "--output", str(collapsed),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    await asyncio.sleep(2.0)  # let it attach (slow in an emulated VM)
+    assert process.stdout is not None
+    # py-spy takes seconds to attach in an emulated VM; an early SIGINT would lose it all.
+    async with asyncio.timeout(120):
+        while line := await process.stdout.readline():
+            print(f"   {line.decode().rstrip()}", flush=True)
+            if b"Sampling" in line:
+                break
+    drain = asyncio.create_task(_echo(process.stdout))
     try:
         yield
     finally:
         process.send_signal(signal.SIGINT)
         await process.wait()
+        await drain
     if collapsed.exists():
         top = summarize(collapsed.read_text())
         stem.with_name(stem.name + "-top.txt").write_text(top)
         print(f"\nprofile of the server ({collapsed}):\n{top}", flush=True)
+
+
+async def _echo(stream: asyncio.StreamReader) -> None:
+    while line := await stream.readline():
+        print(f"   {line.decode().rstrip()}", flush=True)
 
 
 def summarize(collapsed: str, top: int = _TOP) -> str:

@@ -47,7 +47,7 @@ async def _time_listing(stub: Stub, expected: int) -> list[float]:
         began = time.perf_counter()
         listed = await _list_running(stub)
         samples.append((time.perf_counter() - began) * 1000)
-        if listed != expected:
+        if listed < expected:  # (a probe job may not have been recorded as ended yet)
             raise RuntimeError(f"ListJobs listed {listed} running jobs, not {expected}")
     return samples
 
@@ -74,33 +74,33 @@ async def run(h: Harness) -> None:
     probe = pb.StartJobRequest(command="/bin/true", namespaces=namespaces)
     sleeper = pb.StartJobRequest(command="sleep", args=["3600"], namespaces=namespaces)
     r = h.report
-    async with h.product("scale", max_running_jobs=sizes.scale_jobs + 16) as product:
-        server = product.server
-        async with channel(server.address, h.tls_dir) as chan:
-            stub = stub_for(chan)
-            await _starts(stub, probe, 5)  # warm-up
-            await asyncio.sleep(1.0)
-            idle_rss, idle_available = server.rss_mib(), memory_available_mib()
-            idle = await _starts(stub, probe, sizes.scale_starts)
+    product = await h.product()
+    server = product.server
+    async with channel(server.address, h.tls_dir) as chan:
+        stub = stub_for(chan)
+        await _starts(stub, probe, 5)  # warm-up
+        await asyncio.sleep(1.0)
+        idle_rss, idle_available = server.rss_mib(), memory_available_mib()
+        idle = await _starts(stub, probe, sizes.scale_starts)
 
-            gate = asyncio.Semaphore(_RAMP_CONCURRENCY)
+        gate = asyncio.Semaphore(_RAMP_CONCURRENCY)
 
-            async def start() -> str:
-                async with gate:
-                    return (await stub.StartJob(sleeper)).id
+        async def start() -> str:
+            async with gate:
+                return (await stub.StartJob(sleeper)).id
 
-            began = time.perf_counter()
-            async with h.profiled("scale_ramp", server):
-                ids = await asyncio.gather(*(start() for _ in range(sizes.scale_jobs)))
-            ramp = time.perf_counter() - began
-            await asyncio.sleep(1.0)
-            load_rss, load_available = server.rss_mib(), memory_available_mib()
-            async with h.profiled("scale_start", server):
-                loaded = await _starts(stub, probe, sizes.scale_starts)
+        began = time.perf_counter()
+        async with h.profiled("scale_ramp", server):
+            ids = await asyncio.gather(*(start() for _ in range(sizes.scale_jobs)))
+        ramp = time.perf_counter() - began
+        await asyncio.sleep(1.0)
+        load_rss, load_available = server.rss_mib(), memory_available_mib()
+        async with h.profiled("scale_start", server):
+            loaded = await _starts(stub, probe, sizes.scale_starts)
 
-            listing = await _time_listing(stub, sizes.scale_jobs)
-            async with h.profiled("scale_stop", server):
-                stop_all = await _stop_all(stub, ids)
+        listing = await _time_listing(stub, sizes.scale_jobs)
+        async with h.profiled("scale_stop", server):
+            stop_all = await _stop_all(stub, ids)
     jobs = sizes.scale_jobs
     r.add("scale_start_idle", "StartJob at idle (/bin/true)", "ms", idle)
     r.add("scale_start_load", f"StartJob with {jobs} jobs running", "ms", loaded)

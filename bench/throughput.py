@@ -25,9 +25,8 @@ async def run(h: Harness) -> None:
     figures: dict[str, list[float]] = {
         k: [] for k in ("devnull", "alone", "live", "replay", "raw", "local", "message")
     }
+    product, raw = await h.product(), await h.raw()
     async with (
-        h.product("throughput") as product,
-        h.raw() as raw,
         channel(product.server.address, h.tls_dir) as chan,
         channel(raw.address, h.tls_dir) as raw_chan,
     ):
