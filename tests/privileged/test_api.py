@@ -648,7 +648,6 @@ def test_grpcurl_lists_and_calls_the_service_through_reflection(
     )
     assert started["owner"] == "bob"
     assert started["state"] == "JOB_STATE_RUNNING"
-    assert started["namespaces"] == NO_NAMESPACES
     with client(server, pki, "bob") as stub:
         assert wait_ended(stub, started["id"]).exit_code == 0
         events = stub.StreamJobOutput(pb.StreamJobOutputRequest(id=started["id"]))
