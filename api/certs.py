@@ -346,7 +346,7 @@ def _load_authority(directory: Path, now: datetime) -> _Authority:
     except OSError as error:
         raise CertificateError(
             f"no usable certificate authority in {directory}: cannot read {error.filename}: "
-            f"{error.strerror}; create one with `jobworker certs init {directory}`"
+            f"{error.strerror}; create one with `jobworker certs init --dir {directory}`"
         ) from None
     try:
         certificate = x509.load_pem_x509_certificate(certificate_pem)
