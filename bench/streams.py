@@ -29,6 +29,19 @@ async def time_to_devnull(size: int) -> float:
     return time.perf_counter() - began
 
 
+async def time_to_file(size: int, path: Path) -> float:
+    """Seconds for the same command writing into a file on ``path``'s filesystem (removed)."""
+    with path.open("wb") as file:
+        began = time.perf_counter()
+        process = await asyncio.create_subprocess_exec(
+            "head", "-c", str(size), "/dev/zero", stdout=file
+        )
+        await process.wait()
+        elapsed = time.perf_counter() - began
+    path.unlink()
+    return elapsed
+
+
 def zeros_file(directory: Path, size: int) -> Path:
     """A file of ``size`` zero bytes (the bytes the writing job outputs), made once."""
     path = directory / f"zeros-{size}"

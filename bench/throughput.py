@@ -14,7 +14,14 @@ from __future__ import annotations
 from bench.client import channel, job_seconds, read_stream, wait_ended
 from bench.client import stub as stub_for
 from bench.harness import Harness
-from bench.streams import mb_per_s, read_locally, time_to_devnull, writer, zeros_file
+from bench.streams import (
+    mb_per_s,
+    read_locally,
+    time_to_devnull,
+    time_to_file,
+    writer,
+    zeros_file,
+)
 from jobworker.v1 import jobworker_pb2 as pb
 
 
@@ -23,7 +30,7 @@ async def run(h: Harness) -> None:
     size = h.settings.sizes.throughput_bytes
     source = zeros_file(h.work_dir, size)
     figures: dict[str, list[float]] = {
-        k: [] for k in ("devnull", "alone", "live", "replay", "raw", "local", "message")
+        k: [] for k in ("devnull", "file", "alone", "live", "replay", "raw", "local", "message")
     }
     product, raw = await h.product(), await h.raw()
     async with (
@@ -34,6 +41,7 @@ async def run(h: Harness) -> None:
         raw_stub = stub_for(raw_chan)
         for _ in range(h.settings.sizes.throughput_repeats):
             figures["devnull"].append(await time_to_devnull(size))
+            figures["file"].append(await time_to_file(size, product.state_dir / "baseline.out"))
 
             job = await stub.StartJob(writer(size))
             ended = await wait_ended(stub, job.id)
@@ -59,6 +67,7 @@ async def run(h: Harness) -> None:
             figures["local"].append(mb_per_s(size, read_locally(source, message)))
     r = h.report
     r.add("out_devnull", "baseline: head -c N /dev/zero > /dev/null", "s", figures["devnull"])
+    r.add("out_file", "baseline: head -c N /dev/zero > file (state dir)", "s", figures["file"])
     r.add("out_alone", "job writing N, no reader (job's own run time)", "s", figures["alone"])
     r.add("stream_live", "one follower over gRPC, live", "MB/s", figures["live"])
     r.add("stream_replay", "one follower over gRPC, after the job ended", "MB/s", figures["replay"])
@@ -72,6 +81,7 @@ async def run(h: Harness) -> None:
         "out_devnull",
         target=1.5,
     )
+    r.compare("out_file", "job no reader / same command to a file", "out_alone", "out_file")
     r.compare(
         "stream_live", "one follower live / raw gRPC", "stream_live", "stream_raw",
         higher_is_better=True, target=0.8,
