@@ -152,7 +152,8 @@ def parse(argv: list[str] | None = None) -> Settings:
     parser.add_argument(
         "--profile",
         metavar="ITEM",
-        help="run py-spy on the server during ITEM (start_c, stream_1, fanout, scale_start)",
+        help="py-spy the server during ITEM: start_a|b|c, stream_1, stream_raw, fanout_16, "
+        "fanout_64, scale_ramp, scale_start, scale_stop",
     )
     parser.add_argument("--profile-dir", type=Path, default=REPO / "bench-results")
     args = parser.parse_args(argv)
