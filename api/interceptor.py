@@ -10,13 +10,14 @@ variable. It wraps unary and streaming handlers alike, so no RPC can forget it.
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from grpc import aio
 
-from jobworker.api.certs import CertificateError, read_identity
+from jobworker.api.certs import CertificateError, Role, read_identity
 from jobworker.api.policy import Caller
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("jobworker_caller")
@@ -65,7 +66,7 @@ async def authenticate(method: str, context: aio.ServicerContext) -> Caller:  # 
     """The caller, or an aborted call: UNAUTHENTICATED or PERMISSION_DENIED."""
     pem = b"".join(context.auth_context().get("x509_pem_cert", ()))
     try:
-        user, role = read_identity(pem)
+        user, role = _identity(pem)
     except CertificateError as error:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"client certificate refused: {error}")
     caller = Caller(user=user, role=role)
@@ -76,6 +77,17 @@ async def authenticate(method: str, context: aio.ServicerContext) -> Caller:  # 
         )
     _caller.set(caller)
     return caller
+
+
+@functools.lru_cache(maxsize=1024)
+def _identity(certificate_pem: bytes) -> tuple[str, Role]:
+    """``read_identity``, remembered per certificate.
+
+    A client presents the same certificate on every call, and parsing it each time
+    showed in the start-latency profile (issue 7). Refusals are exceptions, which
+    are never cached.
+    """
+    return read_identity(certificate_pem)
 
 
 def _guard_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:

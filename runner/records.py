@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -85,12 +85,35 @@ class JobRecord:
         )
 
     def to_json(self) -> str:
-        """Serialise for the record store."""
-        data: dict[str, Any] = asdict(self)
-        data["state"] = self.state.value
-        for key in ("created_at", "started_at", "ended_at"):
-            value = getattr(self, key)
-            data[key] = value.isoformat() if value else None
+        """Serialise for the record store.
+
+        Built field by field rather than with ``dataclasses.asdict``, whose deep
+        copies were the largest CPU cost of the database thread (py-spy, issue 7).
+        """
+        limits = self.limits
+        data: dict[str, Any] = {
+            "id": self.id,
+            "owner": self.owner,
+            "argv": list(self.argv),
+            "working_directory": self.working_directory,
+            "limits": {
+                "cpu_cores": limits.cpu_cores,
+                "memory_bytes": limits.memory_bytes,
+                "pids": limits.pids,
+                "io": [_shallow(io) for io in limits.io],
+            },
+            "namespaces": _shallow(self.namespaces),
+            "state": self.state.value,
+            "created_at": self.created_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "oom_killed": self.oom_killed,
+            "usage": _shallow(self.usage) if self.usage is not None else None,
+            "stopped_by": self.stopped_by,
+            "note": self.note,
+        }
         return json.dumps(data)
 
     @classmethod
@@ -121,6 +144,11 @@ class JobRecord:
             stopped_by=data["stopped_by"],
             note=data["note"],
         )
+
+
+def _shallow(value: IOLimit | Namespaces | Usage) -> dict[str, Any]:
+    """A flat dataclass's fields as a dict (its values are plain numbers, strings, bools)."""
+    return {item.name: getattr(value, item.name) for item in fields(value)}
 
 
 def _time(text: str | None) -> datetime | None:

@@ -214,6 +214,18 @@ def test_json_round_trip(record: JobRecord) -> None:
     assert restored.to_json() == text
 
 
+@pytest.mark.parametrize("record", ROUND_TRIP_CASES.values(), ids=ROUND_TRIP_CASES.keys())
+def test_json_is_what_dataclasses_asdict_gave_so_stored_records_stay_readable(
+    record: JobRecord,
+) -> None:
+    expected = dataclasses.asdict(record)
+    expected["state"] = record.state.value
+    for name in ("created_at", "started_at", "ended_at"):
+        moment = getattr(record, name)
+        expected[name] = moment.isoformat() if moment else None
+    assert record.to_json() == json.dumps(expected)
+
+
 def test_json_round_trip_keeps_types() -> None:
     record = ROUND_TRIP_CASES["exited, every field"]
     restored = JobRecord.from_json(record.to_json())
