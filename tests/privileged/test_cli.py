@@ -135,6 +135,8 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=120)
         log.close()
+        if server.stdout is not None:
+            server.stdout.close()  # else it is garbage-collected unclosed: a ResourceWarning
         kill_everything_under(parent)  # jobs outlive the server; a failed test may leave one
         remove_cgroup_tree(parent)
     assert code == 0, (root / "server.log").read_text()
