@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
 
 from jobworker.cli import render
 from jobworker.cli.connection import Connection, translate
@@ -109,9 +108,7 @@ def stop(args: argparse.Namespace) -> int:
     """Stop a job and wait until it has ended; print how it ended."""
     request = pb.StopJobRequest(id=args.id)
     if args.grace is not None:
-        grace = Duration()
-        grace.FromNanoseconds(round(args.grace * 1e9))
-        request.grace_period.CopyFrom(grace)
+        request.grace_period.FromNanoseconds(round(args.grace * 1e9))
     with session(args) as stub:
         job = stub.StopJob(request, timeout=CALL_TIMEOUT + (args.grace or 10.0))
     print(f"{job.id}: {render.ending(job)}")

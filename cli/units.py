@@ -22,8 +22,9 @@ _SIZE = re.compile(_NUMBER + r"\s*(?:(?P<unit>[kmgt])i?)?b?", re.I)
 _SIZE_UNITS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 _DURATION = re.compile(_NUMBER + r"\s*(?P<unit>ms|s|m|h|)", re.I)
 _COUNT = re.compile(r"[0-9]+")
-_DURATION_UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "": Decimal(1), "m": Decimal(60)}
-_DURATION_UNITS["h"] = Decimal(3600)
+_DURATION_UNITS = {
+    "ms": Decimal("0.001"), "s": Decimal(1), "": Decimal(1), "m": Decimal(60), "h": Decimal(3600),
+}  # fmt: skip
 
 
 def parse_size(text: str) -> int:

@@ -24,19 +24,11 @@ from pathlib import Path
 import pytest
 
 from tests.privileged.runner_helpers import CGROUP_ROOT, remove_cgroup_tree
+from tests.status_schema import STATUS_KEYS, USAGE_KEYS
 
 pytestmark = pytest.mark.privileged
 
 JOBWORKER = str(Path(sys.executable).parent / "jobworker")
-STATUS_KEYS = {
-    "id", "owner", "command", "working_directory", "state", "exit_code", "signal",
-    "oom_killed", "created_at", "started_at", "ended_at", "limits", "namespaces", "usage",
-    "stopped_by", "note",
-}  # fmt: skip
-USAGE_KEYS = {
-    "cpu_user_usec", "cpu_system_usec", "memory_peak_bytes", "io_read_bytes",
-    "io_write_bytes", "pids_peak",
-}  # fmt: skip
 
 
 @dataclass(frozen=True)

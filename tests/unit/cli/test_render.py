@@ -11,16 +11,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from jobworker.cli import render
 from jobworker.cli.streaming import copy_output
 from jobworker.v1 import jobworker_pb2 as pb
+from tests.status_schema import STATUS_KEYS, USAGE_KEYS
 
-KEYS = {
-    "id", "owner", "command", "working_directory", "state", "exit_code", "signal",
-    "oom_killed", "created_at", "started_at", "ended_at", "limits", "namespaces", "usage",
-    "stopped_by", "note",
-}  # fmt: skip
-USAGE = {
-    "cpu_user_usec", "cpu_system_usec", "memory_peak_bytes", "io_read_bytes",
-    "io_write_bytes", "pids_peak",
-}  # fmt: skip
 NAMESPACES = {"pid": True, "mount": True, "net": False, "uts": True, "ipc": True}
 
 
@@ -59,7 +51,7 @@ def oom_killed_job():
 
 def test_a_running_job_as_json():
     data = json.loads(json.dumps(render.job_json(running_job())))
-    assert set(data) == KEYS
+    assert set(data) == STATUS_KEYS
     assert data["command"] == ["sh", "-c", "echo hi; sleep 60"]
     assert data["state"] == "running"
     assert data["exit_code"] is None
@@ -71,7 +63,7 @@ def test_a_running_job_as_json():
     assert data["limits"] == {"cpu_cores": 0.5, "memory_bytes": 64 << 20, "pids": None, "io": []}
     assert data["namespaces"] == NAMESPACES
     assert list(data["namespaces"]) == ["pid", "mount", "net", "uts", "ipc"]
-    assert data["usage"] == dict.fromkeys(USAGE)
+    assert data["usage"] == dict.fromkeys(USAGE_KEYS)
     assert data["stopped_by"] is None
     assert data["note"] is None
 

@@ -1,0 +1,15 @@
+"""The keys of ``jobworker status --json``: a contract scripts depend on (issue 6).
+
+Written out here, not derived from the CLI, so that a test fails when the CLI
+changes the contract; shared by the unit and the privileged CLI tests.
+"""
+
+STATUS_KEYS = {
+    "id", "owner", "command", "working_directory", "state", "exit_code", "signal",
+    "oom_killed", "created_at", "started_at", "ended_at", "limits", "namespaces", "usage",
+    "stopped_by", "note",
+}  # fmt: skip
+USAGE_KEYS = {
+    "cpu_user_usec", "cpu_system_usec", "memory_peak_bytes", "io_read_bytes",
+    "io_write_bytes", "pids_peak",
+}  # fmt: skip
