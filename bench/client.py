@@ -57,17 +57,21 @@ class StreamStats:
     data_bytes: int
     messages: int
     seconds: float
+    last_data_at: float
+    """``time.perf_counter()`` when the last output byte arrived: a live stream ends only
+    later, once the job's final record is stored, and the gap is worth seeing apart."""
 
 
 async def read_stream(stub: Stub, request: pb.StreamJobOutputRequest) -> StreamStats:
     """Receive a whole output stream, counting bytes and messages, keeping nothing."""
-    began = time.perf_counter()
+    began = last_data_at = time.perf_counter()
     data_bytes = messages = 0
     call = stub.StreamJobOutput(request)
     async for response in call:
         data_bytes += len(response.chunk.data)
         messages += 1
-    return StreamStats(data_bytes, messages, time.perf_counter() - began)
+        last_data_at = time.perf_counter()
+    return StreamStats(data_bytes, messages, time.perf_counter() - began, last_data_at)
 
 
 async def wait_ended(stub: Stub, job_id: str, poll: float = 0.05) -> pb.Job:

@@ -4,6 +4,17 @@ Every follower has its own channel (its own TLS connection), opened before the j
 starts. Aggregate throughput is all followers' bytes over the time until the last
 one finished. The service's peak memory (VmHWM, reset before each run) should not
 grow with the bytes streamed; the raw server's peak is shown for comparison.
+
+The headline, which issue 7's target is judged on, is the live fan-out: followers
+attached before the job writes, each stream ending once the job's final record is
+stored. Two more figures say where a gap comes from, since the raw server streams a
+finished file and stops at its end:
+
+- the same live run timed to the last output byte instead of the end of the streams
+  (the difference is the job's teardown: its shim's accounting, its outcome and its
+  record made durable);
+- a replay: as many followers again reading the same job after it ended, which is
+  what the raw server does.
 """
 
 from __future__ import annotations
@@ -11,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 
 from bench.client import StreamStats, channel, read_stream
 from bench.client import stub as stub_for
@@ -20,14 +32,37 @@ from bench.streams import mb_per_s, writer, zeros_file
 from jobworker.v1 import jobworker_pb2 as pb
 
 
+@dataclass(frozen=True)
+class FanOut:
+    """What one fan-out run measured."""
+
+    request: pb.StreamJobOutputRequest
+    """What every follower asked for (for a started job: its id)."""
+    seconds: float
+    """Until the last follower's stream ended."""
+    data_seconds: float
+    """Until the last follower had its last output byte."""
+    stats: list[StreamStats]
+
+    @property
+    def received(self) -> int:
+        """Output bytes, all followers together."""
+        return sum(s.data_bytes for s in self.stats)
+
+    @property
+    def message_size(self) -> int:
+        """Mean bytes per message."""
+        return max(1, round(self.received / max(1, sum(s.messages for s in self.stats))))
+
+
 async def _fan_out(
     server: ServiceProcess,
     h: Harness,
     count: int,
     request: pb.StreamJobOutputRequest | None,
     job: pb.StartJobRequest | None = None,
-) -> tuple[float, list[StreamStats]]:
-    """Seconds until ``count`` followers have all read the stream; starts ``job`` first if given."""
+) -> FanOut:
+    """``count`` followers all reading one stream at once; starts ``job`` first if given."""
     async with contextlib.AsyncExitStack() as stack:
         stubs = [
             stub_for(await stack.enter_async_context(channel(server.address, h.tls_dir)))
@@ -41,59 +76,85 @@ async def _fan_out(
             request = pb.StreamJobOutputRequest(id=started.id, follow=True)
         began = time.perf_counter()
         assert request is not None
-        stats = await asyncio.gather(*(read_stream(stub, request) for stub in stubs))
-        return time.perf_counter() - began, list(stats)
+        stats = list(await asyncio.gather(*(read_stream(stub, request) for stub in stubs)))
+        ended = time.perf_counter()
+        last_data = max(s.last_data_at for s in stats)
+        return FanOut(request, ended - began, last_data - began, stats)
 
 
 async def run(h: Harness) -> None:
     """Measure and record item 2c."""
     size = h.settings.sizes.fanout_bytes
     source = zeros_file(h.work_dir, size)
-    r = h.report
     product, raw = await h.product(), await h.raw()
     for count in h.settings.sizes.fanout_followers:
-        aggregate: list[float] = []
-        raw_aggregate: list[float] = []
-        peak: list[float] = []
-        raw_peak: list[float] = []
+        figures: dict[str, list[float]] = {
+            k: [] for k in ("live", "data", "replay", "raw", "peak", "raw_peak", "message")
+        }
         idle = product.server.rss_mib()
         for _ in range(h.settings.sizes.fanout_repeats):
             product.server.reset_peak()
             async with h.profiled(f"fanout_{count}", product.server):
-                seconds, stats = await _fan_out(product.server, h, count, None, writer(size))
-            peak.append(product.server.peak_mib())
-            received = sum(s.data_bytes for s in stats)
-            if received != count * size:
-                raise RuntimeError(f"{count} followers got {received} bytes, not {count * size}")
-            aggregate.append(mb_per_s(received, seconds))
+                live = await _fan_out(product.server, h, count, None, writer(size))
+            figures["peak"].append(product.server.peak_mib())
+            if live.received != count * size:
+                raise RuntimeError(
+                    f"{count} followers got {live.received} bytes, not {count * size}"
+                )
+            figures["live"].append(mb_per_s(live.received, live.seconds))
+            figures["data"].append(mb_per_s(live.received, live.data_seconds))
+            figures["message"].append(live.message_size / 1024)
+            replay = pb.StreamJobOutputRequest(id=live.request.id, follow=True)
+            again = await _fan_out(product.server, h, count, replay)
+            figures["replay"].append(mb_per_s(again.received, again.seconds))
             for path in (product.state_dir / "jobs").glob("*/output.log"):
                 path.unlink()
-            message = max(1, round(received / max(1, sum(s.messages for s in stats))))
             raw.reset_peak()
-            request = pb.StreamJobOutputRequest(id=str(source), offset=message)
-            seconds, stats = await _fan_out(raw, h, count, request)
-            raw_peak.append(raw.peak_mib())
-            raw_aggregate.append(mb_per_s(sum(s.data_bytes for s in stats), seconds))
-        r.add(f"fanout_{count}", f"{count} followers over gRPC, aggregate", "MB/s", aggregate)
-        r.add(
-            f"fanout_raw_{count}",
-            f"baseline: {count} raw gRPC streams, aggregate",
-            "MB/s",
-            raw_aggregate,
-        )
-        r.add(f"fanout_idle_{count}", f"service RSS before {count} followers", "MiB", [idle])
-        r.add(f"fanout_peak_{count}", f"service peak RSS with {count} followers", "MiB", peak)
-        r.add(
-            f"fanout_raw_peak_{count}",
-            f"raw server peak RSS with {count} streams",
-            "MiB",
-            raw_peak,
-        )
-        r.compare(
-            f"fanout_{count}", f"{count} followers / raw gRPC fan-out", f"fanout_{count}",
-            f"fanout_raw_{count}", higher_is_better=True, target=0.7,
-        )  # fmt: skip
-        r.compare(
-            f"fanout_peak_{count}", f"service peak with {count} followers / raw server peak",
-            f"fanout_peak_{count}", f"fanout_raw_peak_{count}",
-        )  # fmt: skip
+            request = pb.StreamJobOutputRequest(id=str(source), offset=live.message_size)
+            baseline = await _fan_out(raw, h, count, request)
+            figures["raw_peak"].append(raw.peak_mib())
+            figures["raw"].append(mb_per_s(baseline.received, baseline.seconds))
+        _record(h, count, idle, figures)
+
+
+def _record(h: Harness, count: int, idle: float, figures: dict[str, list[float]]) -> None:
+    r = h.report
+    n = count
+    r.add(f"fanout_{n}", f"{n} followers over gRPC, live, aggregate", "MB/s", figures["live"])
+    r.add(
+        f"fanout_data_{n}",
+        f"{n} followers live, aggregate to the last byte",
+        "MB/s",
+        figures["data"],
+    )
+    r.add(
+        f"fanout_replay_{n}",
+        f"{n} followers after the job ended, aggregate",
+        "MB/s",
+        figures["replay"],
+    )
+    r.add(f"fanout_raw_{n}", f"baseline: {n} raw gRPC streams, aggregate", "MB/s", figures["raw"])
+    r.add(
+        f"fanout_message_{n}", f"mean message size, {n} live followers", "KiB", figures["message"]
+    )
+    r.add(f"fanout_idle_{n}", f"service RSS before {n} followers", "MiB", [idle])
+    r.add(f"fanout_peak_{n}", f"service peak RSS with {n} followers", "MiB", figures["peak"])
+    r.add(
+        f"fanout_raw_peak_{n}", f"raw server peak RSS with {n} streams", "MiB", figures["raw_peak"]
+    )
+    r.compare(
+        f"fanout_{n}", f"{n} followers live / raw gRPC fan-out", f"fanout_{n}",
+        f"fanout_raw_{n}", higher_is_better=True, target=0.7,
+    )  # fmt: skip
+    r.compare(
+        f"fanout_data_{n}", f"{n} followers live, to the last byte / raw", f"fanout_data_{n}",
+        f"fanout_raw_{n}", higher_is_better=True,
+    )  # fmt: skip
+    r.compare(
+        f"fanout_replay_{n}", f"{n} followers after the end / raw gRPC fan-out",
+        f"fanout_replay_{n}", f"fanout_raw_{n}", higher_is_better=True,
+    )  # fmt: skip
+    r.compare(
+        f"fanout_peak_{n}", f"service peak with {n} followers / raw server peak",
+        f"fanout_peak_{n}", f"fanout_raw_peak_{n}",
+    )  # fmt: skip
