@@ -312,10 +312,6 @@ class JobCgroup:
                 ) from None
             raise HostUnsupported(f"cannot set {name} in {self.path}: {error.strerror}") from None
 
-    def procs_file(self) -> Path:
-        """The file a process writes ``0`` to in order to join this group."""
-        return self.path / "cgroup.procs"
-
     def pids(self) -> list[int]:
         """Every process currently in the group."""
         try:

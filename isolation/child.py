@@ -1,9 +1,10 @@
-"""The job's first process: enter the cgroup and namespaces, then exec the command.
+"""The job's first process: enter the namespaces, then exec the command.
 
-This runs in a process forked from the job's shim, which is single-threaded,
+This runs in a process cloned from the job's shim, which is single-threaded,
 so plain Python is safe here (unlike ``preexec_fn`` in a threaded server).
-The order matters: the process joins the job's cgroup before anything else, so
-every step after that, the user's command included, is limited and accounted.
+The process is born inside the job's cgroup (``clone3`` with
+``CLONE_INTO_CGROUP``), and in its PID namespace if it has one, so every step
+here, the user's command included, is limited and accounted from the start.
 
 When the job has a PID namespace this process is PID 1 in it. It then stays
 as a minimal init: it forks the command, forwards every signal it receives to
@@ -41,7 +42,6 @@ class ChildPlan:
     argv: list[str]
     env: dict[str, str]
     cwd: str
-    cgroup_procs: str
     netns_fd: int | None
     unshare_flags: int
     private_mounts: bool
@@ -76,10 +76,6 @@ def run(plan: ChildPlan) -> NoReturn:
 
 
 def _set_up(plan: ChildPlan, stage: _Stage) -> None:
-    stage.name = "cgroup"
-    fd = os.open(plan.cgroup_procs, os.O_WRONLY | os.O_CLOEXEC)
-    os.write(fd, b"0")
-    os.close(fd)
     if plan.netns_fd is not None:
         stage.name = "netns"
         syscalls.setns(plan.netns_fd, CLONE_NEWNET)

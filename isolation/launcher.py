@@ -2,14 +2,16 @@
 
 Everything here runs in the service's asyncio loop and never forks: processes
 are created by the fork server (see ``forkserver``), so launching is safe in a
-multi-threaded server. A launch goes:
+multi-threaded server. The launcher keeps a couple of spare shims, forked and
+ready before any job needs them, and orders a new one after each launch. A
+launch goes:
 
 1. validate the spec; create the job's cgroup with its limits;
 2. prepare a network namespace with loopback up, if the job gets one;
-3. ask the fork server for a shim, handing it a report socket;
-4. the shim forks the job's first process, which joins the cgroup and the
-   namespaces and execs the command; the shim reports success (with pidfds)
-   or the exact step and errno that failed.
+3. hand the job to a spare shim (or a freshly ordered one when none is left);
+4. the shim clones the job's first process straight into the cgroup, which
+   joins the namespaces and execs the command; the shim reports success (with
+   a pidfd) or the exact step and errno that failed.
 
 A ``RunningJob`` then holds pidfds for the shim and the job's main process:
 signalling through a pidfd can never hit an unrelated process that reused the
@@ -30,12 +32,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jobworker.isolation import shim
+from jobworker.isolation import forkserver, shim, syscalls
 from jobworker.isolation.cgroups import CgroupHost, JobCgroup
 from jobworker.isolation.errors import (
     BadWorkingDirectory,
     CommandNotExecutable,
     CommandNotFound,
+    HostUnsupported,
     InternalError,
     LaunchError,
 )
@@ -46,26 +49,42 @@ from jobworker.isolation.spec import JobSpec, job_environment
 
 _REPORT_SIZE = 64 * 1024
 _TEAR_DOWN_SECONDS = 30.0
+_SHIM_ATTEMPTS = 3
+"""A spare shim that died while idle (killed by someone) is replaced; a few in a row is a bug."""
+
+SPARE_SHIMS = 2
+"""Shims kept forked and ready. Two, so that back-to-back launches both find one while
+the replacement of the first is being forked; each idle spare costs about 1.5 MiB."""
 _NOT_EXECUTABLE = {errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM, errno.ETXTBSY}
 
 
 class Launcher:
-    """Owns the fork server and the namespace factory; one per service."""
+    """Owns the fork server, the spare shims and the namespace factory; one per service."""
 
-    def __init__(self, host: CgroupHost) -> None:
+    def __init__(self, host: CgroupHost, spares: int = SPARE_SHIMS) -> None:
         self.host = host
         self._netns = NetnsFactory()
         self._control, self._server = self._start_fork_server()
+        self._wanted_spares = spares
+        self._spares: list[socket.socket] = []
+        """Connections to shims ordered from the fork server, oldest first; each is
+        ready, or will be as soon as the fork server has forked it."""
+        self._order_spares()
 
     @classmethod
-    def start(cls, host: CgroupHost) -> Launcher:
+    def start(cls, host: CgroupHost, spares: int = SPARE_SHIMS) -> Launcher:
         """Prepare the cgroup layout (moving this process into its leaf), then the helpers.
 
         The order matters: the fork server and every shim inherit our cgroup, so
         we must be in the supervisor leaf before the fork server starts.
         """
+        if not syscalls.clone3_available():
+            raise HostUnsupported(
+                "clone3 is not available (a seccomp filter blocks it?): jobworker uses it to "
+                "start every job inside its cgroup; run jobworker outside such a sandbox"
+            )
         host.prepare()
-        return cls(host)
+        return cls(host, spares)
 
     @staticmethod
     def _start_fork_server() -> tuple[socket.socket, subprocess.Popen[bytes]]:
@@ -97,6 +116,7 @@ class Launcher:
         finally:
             if netns_fd is not None:
                 os.close(netns_fd)
+            self._order_spares()  # after the launch, so forking does not compete with it
 
     def _request(self, spec: JobSpec, cgroup: JobCgroup) -> shim.Request:
         namespaces = spec.namespaces
@@ -117,25 +137,23 @@ class Launcher:
     async def _spawn(
         self, spec: JobSpec, request: shim.Request, cgroup: JobCgroup, netns_fd: int | None
     ) -> RunningJob:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with ours:
-            try:
-                fds = [theirs.fileno()] if netns_fd is None else [theirs.fileno(), netns_fd]
-                await _send(self._control, request.to_json(), fds)
-            except OSError as error:
-                raise InternalError(f"the fork server is gone: {error.strerror}") from None
-            finally:
-                theirs.close()
-            message, fds = await _receive(ours)
+        connection, shim_pidfd = await self._hand_over(request, netns_fd)
+        try:
+            with connection:
+                message, fds = await _receive(connection)
+        except BaseException:
+            os.close(shim_pidfd)
+            raise
         if not message:
+            os.close(shim_pidfd)
             raise InternalError(
                 f"the shim of job {spec.job_id} exited without a report; see "
                 f"{spec.run_dir / shim.SHIM_LOG}"
             )
         report = json.loads(message)
         if report["event"] == "failed":
+            os.close(shim_pidfd)
             raise _launch_error(spec, report)
-        shim_pidfd, main_pidfd = fds
         return RunningJob(
             job_id=spec.job_id,
             pid=report["pid"],
@@ -143,8 +161,57 @@ class Launcher:
             run_dir=spec.run_dir,
             started_at=datetime.fromisoformat(report["started_at"]),
             shim_pidfd=shim_pidfd,
-            main_pidfd=main_pidfd,
+            main_pidfd=fds[0],
         )
+
+    async def _hand_over(
+        self, request: shim.Request, netns_fd: int | None
+    ) -> tuple[socket.socket, int]:
+        """Give the job to a ready shim; its connection (for the report) and its pidfd."""
+        payload = request.to_json()
+        fds = [] if netns_fd is None else [netns_fd]
+        for _attempt in range(_SHIM_ATTEMPTS):
+            connection = self._spares.pop(0) if self._spares else await self._order()
+            shim_pidfd = None
+            try:
+                message, ready_fds = await _receive(connection)
+                if message == shim.READY and ready_fds:
+                    shim_pidfd = ready_fds[0]
+                    await _send(connection, payload, fds)
+                    return connection, shim_pidfd
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # it died while idle: take another
+            connection.close()
+            if shim_pidfd is not None:
+                os.close(shim_pidfd)
+        raise InternalError(f"{_SHIM_ATTEMPTS} shims in a row exited before taking a job")
+
+    async def _order(self) -> socket.socket:
+        """Ask the fork server for a shim; returns our end of its connection at once."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            await _send(self._control, forkserver.ORDER, [theirs.fileno()])
+        except OSError as error:
+            ours.close()
+            raise InternalError(f"the fork server is gone: {error.strerror}") from None
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        return ours
+
+    def _order_spares(self) -> None:
+        """Top the spares up; best effort (a launch orders its own shim if none is left)."""
+        while len(self._spares) < self._wanted_spares:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                socket.send_fds(self._control, [forkserver.ORDER], [theirs.fileno()])
+            except OSError:  # full for now, or the fork server is gone: the next launch says so
+                ours.close()
+                return
+            finally:
+                theirs.close()
+            ours.setblocking(False)
+            self._spares.append(ours)
 
     def adopt(self, job_id: str, run_dir: Path) -> RunningJob | Outcome:
         """Take over a job launched by an earlier run of the service.
@@ -179,7 +246,18 @@ class Launcher:
         await asyncio.to_thread(cgroup.tear_down, _TEAR_DOWN_SECONDS)
 
     async def close(self) -> None:
-        """Stop the fork server and the namespace thread. Running jobs are not touched."""
+        """Stop the spares, the fork server and the namespace thread; running jobs go on.
+
+        Waits until the spare shims have exited, so nothing of ours is left running.
+        """
+        spares, self._spares = self._spares, []
+        for connection in spares:
+            with connection:
+                _ready_message, fds = await _receive(connection)  # READY, or EOF if it died
+            # Our end is closed now: the spare sees end of file and exits.
+            for fd in fds:
+                await _readable(fd)
+                os.close(fd)
         self._control.close()
         await asyncio.to_thread(self._server.wait)
         self._netns.close()
@@ -327,20 +405,27 @@ async def _send(sock: socket.socket, message: bytes, fds: list[int]) -> None:
         try:
             socket.send_fds(sock, [message], fds)
         except BlockingIOError:
-            await _ready(sock, writable=True)
+            await _ready(sock.fileno(), writable=True)
         else:
             return
 
 
 async def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
-    """One report message with its descriptors, without blocking the event loop."""
-    sock.setblocking(False)
-    await _ready(sock, writable=False)
-    message, fds, _flags, _address = socket.recv_fds(sock, _REPORT_SIZE, 2)
-    return message, fds
+    """One message from a shim with its descriptors, without blocking the event loop."""
+    while True:
+        try:
+            message, fds, _flags, _address = socket.recv_fds(sock, _REPORT_SIZE, 1)
+        except BlockingIOError:
+            await _readable(sock.fileno())
+        else:
+            return message, fds
 
 
-async def _ready(sock: socket.socket, *, writable: bool) -> None:
+async def _readable(fd: int) -> None:
+    await _ready(fd, writable=False)
+
+
+async def _ready(fd: int, *, writable: bool) -> None:
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
     add, remove = (
@@ -351,11 +436,11 @@ async def _ready(sock: socket.socket, *, writable: bool) -> None:
         if not ready.done():
             ready.set_result(None)
 
-    add(sock.fileno(), wake)
+    add(fd, wake)
     try:
         await ready
     finally:
-        remove(sock.fileno())
+        remove(fd)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

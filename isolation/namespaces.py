@@ -53,8 +53,8 @@ class Namespaces:
     def unshare_flags(self) -> int:
         """clone(2) flags for the namespaces created by unshare in the job's first process.
 
-        The PID namespace is absent on purpose: it is unshared by the job's parent
-        so that the job's first process becomes PID 1. The network namespace is
+        The PID namespace is absent on purpose: the job's parent creates the first
+        process in it (a clone flag), so that this process becomes PID 1. The network namespace is
         absent too: it is prepared in advance with loopback up and joined with setns.
         """
         flags = 0

@@ -1,11 +1,17 @@
 """The shim: one small process per job that is the job's parent for its whole life.
 
-It is forked by the fork server, lives outside the job's cgroup (so an OOM kill
-of the job cannot take it along) and in its own session (so the service's
-terminal or a crash of the service does not touch it). It:
+It is forked by the fork server *before* any job asks for it (the launcher keeps
+a couple of spare shims ready), lives outside the job's cgroup (so an OOM kill of
+the job cannot take it along) and in its own session (so the service's terminal
+or a crash of the service does not touch it). It:
 
-1. forks the job's first process (see ``child``) and reports to the launcher
-   whether the command started, with pidfds for itself and the job;
+0. as a spare: makes itself a session leader, opens the job's output pipes,
+   tells the launcher it is ready (sending a pidfd of itself), and waits for a
+   job. Forking and preparing a Python process is most of what a launch used to
+   cost, and none of it depends on the job, so it happens off the launch path;
+1. clones the job's first process straight into the job's cgroup (see
+   ``child``) and reports to the launcher whether the command started, with a
+   pidfd for it, or the exact step and errno that failed;
 2. copies the job's stdout and stderr into the output log as they arrive, so
    the job never waits for a reader and output survives a service restart;
 3. when the job's main process ends, kills whatever the job left behind,
@@ -14,6 +20,11 @@ terminal or a crash of the service does not touch it). It:
 
 Because the outcome is a file and the shim outlives the service, a restarted
 service learns the exit status even of a job that ended while it was down.
+
+Protocol with the launcher, on one SOCK_SEQPACKET connection per shim: the shim
+sends ``READY`` with its pidfd; the launcher sends the JSON ``Request`` (with the
+prepared network namespace attached, if any); the shim answers with one JSON
+report. End of file instead of a request means nobody needs this spare any more.
 """
 
 from __future__ import annotations
@@ -43,6 +54,10 @@ OUTPUT_LOG = "output.log"
 OUTCOME = "outcome.json"
 SHIM_STATE = "shim.json"
 SHIM_LOG = "shim.log"
+
+READY = b"ready"
+MAX_REQUEST = 1 << 20
+"""Bigger than any request the launcher accepts (argv and env are capped below this)."""
 
 _PIPE_SIZE = 1 << 20
 """A deep pipe lets a fast job keep writing while the shim is busy writing the log."""
@@ -82,94 +97,139 @@ class Request:
         return cls(**json.loads(raw))
 
 
-def run(request: Request, report: socket.socket, netns_fd: int | None) -> NoReturn:
-    """Entry point in the freshly forked shim. Never returns."""
-    run_dir = Path(request.run_dir)
+def serve(connection: socket.socket) -> NoReturn:
+    """Entry point in a freshly forked shim: get ready, wait for a job, run it. Never returns."""
+    request = None
     try:
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        syscalls.set_process_name("jobworker-spare")
+        pipes = _Pipes.open()
+        own_pidfd = os.pidfd_open(os.getpid())
+        _send(connection, READY, fds=[own_pidfd])
+        os.close(own_pidfd)
+        message, fds, _flags, _address = socket.recv_fds(connection, MAX_REQUEST, 1)
+        if not message:
+            os._exit(0)  # the launcher closed, or has no job for this spare
+        request = Request.from_json(message)
         syscalls.set_process_name("jobworker-shim")
-        log_fd = os.open(run_dir / SHIM_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(log_fd)
-        _Shim(request, run_dir).run(report, netns_fd)
+        _log_to(Path(request.run_dir) / SHIM_LOG)
+        _Shim(request, pipes).run(connection, fds[0] if fds else None)
     except BaseException:
         traceback.print_exc()
-        JobCgroup(Path(request.cgroup)).kill()
+        if request is not None:
+            JobCgroup(Path(request.cgroup)).kill()
     os._exit(0)
 
 
-class _Shim:
-    def __init__(self, request: Request, run_dir: Path) -> None:
-        self.request = request
-        self.run_dir = run_dir
-        self.cgroup = JobCgroup(Path(request.cgroup))
-        self.notes: list[str] = []
+def _log_to(path: Path) -> None:
+    """Our own stdout and stderr (tracebacks, if any) go to the job's shim.log."""
+    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
 
-    def run(self, report: socket.socket, netns_fd: int | None) -> None:
-        log = OutputLogWriter(self.run_dir / OUTPUT_LOG, self.request.output_cap)
+
+@dataclass(frozen=True)
+class _Pipes:
+    """The job's stdout, stderr and launch-error pipes, opened while the shim is a spare."""
+
+    stdout_r: int
+    stdout_w: int
+    stderr_r: int
+    stderr_w: int
+    error_r: int
+    error_w: int
+
+    @classmethod
+    def open(cls) -> _Pipes:
         stdout_r, stdout_w = _pipe()
         stderr_r, stderr_w = _pipe()
         error_r, error_w = os.pipe2(os.O_CLOEXEC)
-        status_r, status_w = os.pipe2(os.O_CLOEXEC) if self.request.pid_namespace else (-1, -1)
-        if self.request.pid_namespace:
-            syscalls.unshare(CLONE_NEWPID)  # applies to our children only
+        return cls(stdout_r, stdout_w, stderr_r, stderr_w, error_r, error_w)
+
+
+class _Shim:
+    def __init__(self, request: Request, pipes: _Pipes) -> None:
+        self.request = request
+        self.pipes = pipes
+        self.run_dir = Path(request.run_dir)
+        self.cgroup = JobCgroup(Path(request.cgroup))
+        self.notes: list[str] = []
+
+    def run(self, connection: socket.socket, netns_fd: int | None) -> None:
+        request, pipes = self.request, self.pipes
+        log = OutputLogWriter(self.run_dir / OUTPUT_LOG, request.output_cap)
+        status_r, status_w = os.pipe2(os.O_CLOEXEC) if request.pid_namespace else (-1, -1)
         started_at = utcnow()
-        pid = os.fork()
+        try:
+            pid, main_pidfd = self._clone()
+        except _SetupFailed as failed:
+            self._release_cgroup()
+            _send(connection, failed.report())
+            return
         if pid == 0:
-            for fd in (stdout_r, stderr_r, error_r, status_r, report.fileno(), log.fileno()):
+            ours = (pipes.stdout_r, pipes.stderr_r, pipes.error_r, status_r)
+            for fd in (*ours, connection.fileno(), log.fileno()):
                 if fd >= 0:
                     os.close(fd)
-            child.run(self._plan(stdout_w, stderr_w, error_w, status_w, netns_fd))
-        for fd in (stdout_w, stderr_w, error_w, status_w):
+            child.run(self._plan(status_w, netns_fd))
+        for fd in (pipes.stdout_w, pipes.stderr_w, pipes.error_w, status_w):
             if fd >= 0:
                 os.close(fd)
         if netns_fd is not None:
             os.close(netns_fd)
-        failure = _read_all(error_r)
+        # While the job's first process sets itself up and execs.
+        self._save_state(pid, started_at)
+        failure = _read_all(pipes.error_r)
         if failure:
             os.waitpid(pid, 0)
+            os.close(main_pidfd)
             self._release_cgroup()
             stage, errno, message = failure.decode(errors="replace").split("\0", 2)
-            _send(
-                report, {"event": "failed", "stage": stage, "errno": int(errno), "message": message}
-            )
+            _send(connection, _SetupFailed(stage, int(errno), message).report())
             return
-        main_pidfd = os.pidfd_open(pid)
-        self._save_state(pid, started_at)
-        own_pidfd = os.pidfd_open(os.getpid())
         _send(
-            report,
+            connection,
             {"event": "started", "pid": pid, "started_at": started_at.isoformat()},
-            fds=[own_pidfd, main_pidfd],
+            fds=[main_pidfd],
         )
-        os.close(own_pidfd)
-        report.close()
-        status = self._supervise(
-            log, pid, main_pidfd, {stdout_r: Stream.STDOUT, stderr_r: Stream.STDERR}
-        )
+        connection.close()
+        streams = {pipes.stdout_r: Stream.STDOUT, pipes.stderr_r: Stream.STDERR}
+        status = self._supervise(log, pid, main_pidfd, streams)
         if status_r >= 0:
             status = _command_status(status_r, status)
         self._finish(log, status, started_at)
 
-    def _plan(
-        self, stdout_w: int, stderr_w: int, error_w: int, status_w: int, netns_fd: int | None
-    ) -> child.ChildPlan:
+    def _clone(self) -> tuple[int, int]:
+        """The job's first process, born in the job's cgroup (and PID namespace, if any)."""
+        try:
+            group = os.open(self.cgroup.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as error:
+            raise _SetupFailed("cgroup", error.errno or 0, error.strerror or str(error)) from None
+        try:
+            return syscalls.clone_into_cgroup(
+                group, CLONE_NEWPID if self.request.pid_namespace else 0
+            )
+        except OSError as error:
+            raise _SetupFailed("clone", error.errno or 0, error.strerror or str(error)) from None
+        finally:
+            os.close(group)  # in the child too: its cgroup is set for good
+
+    def _plan(self, status_w: int, netns_fd: int | None) -> child.ChildPlan:
         request = self.request
         return child.ChildPlan(
             argv=request.argv,
             env=request.env,
             cwd=request.cwd,
-            cgroup_procs=str(self.cgroup.procs_file()),
             netns_fd=netns_fd,
             unshare_flags=request.unshare_flags,
             private_mounts=request.private_mounts,
             mount_proc=request.pid_namespace,
             hostname=request.hostname,
-            stdout_fd=stdout_w,
-            stderr_fd=stderr_w,
-            error_fd=error_w,
+            stdout_fd=self.pipes.stdout_w,
+            stderr_fd=self.pipes.stderr_w,
+            error_fd=self.pipes.error_w,
             status_fd=status_w if status_w >= 0 else None,
         )
 
@@ -274,8 +334,27 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _send(report: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
-    payload = json.dumps(message).encode()
+class _SetupFailed(Exception):
+    """A step before the command's exec failed; the launcher learns which one and why."""
+
+    def __init__(self, stage: str, errno: int, message: str) -> None:
+        super().__init__(f"{stage}: {message}")
+        self.stage, self.errno, self.message = stage, errno, message
+
+    def report(self) -> dict[str, Any]:
+        """The launcher's view: see ``launcher._launch_error``."""
+        return {
+            "event": "failed",
+            "stage": self.stage,
+            "errno": self.errno,
+            "message": self.message,
+        }
+
+
+def _send(
+    report: socket.socket, message: dict[str, Any] | bytes, fds: list[int] | None = None
+) -> None:
+    payload = message if isinstance(message, bytes) else json.dumps(message).encode()
     ancillary = []
     if fds:
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]

@@ -111,9 +111,8 @@ def test_oom_killed_without_memory_events(group):
 # --- processes -----------------------------------------------------------------------
 
 
-def test_name_and_procs_file(group):
+def test_name(group):
     assert group.name == "job-1"
-    assert group.procs_file() == group.path / "cgroup.procs"
 
 
 def test_pids(group):
