@@ -37,9 +37,13 @@ async def stream_file(
     offset = 0
     with Path(request.id).open("rb", buffering=0) as file:
         while data := file.read(size):
-            yield pb.StreamJobOutputResponse(
-                chunk=pb.OutputChunk(stream=pb.OUTPUT_STREAM_STDOUT, offset=offset, data=data)
-            )
+            # Filled in place, as jobworker does: a ready OutputChunk handed to the
+            # constructor would be copied once more, and the baseline is meant to be lean.
+            message = pb.StreamJobOutputResponse()
+            message.chunk.stream = pb.OUTPUT_STREAM_STDOUT
+            message.chunk.offset = offset
+            message.chunk.data = data
+            yield message
             offset += len(data)
 
 
