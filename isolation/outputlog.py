@@ -121,6 +121,12 @@ class Record:
         return int(self.data or b"0")
 
 
+READ_AHEAD = 64 * 1024
+"""Bytes a reader reads at once for headers and small payloads: a log of many small records
+then costs one read per many records, not two per record. Larger payloads are read on their
+own, straight into the buffer they are handed out in."""
+
+
 class OutputLogReader:
     """Reads a log that may still be growing; one per reader, each with its own position."""
 
@@ -129,6 +135,10 @@ class OutputLogReader:
         self._position = len(MAGIC)
         self._trim = 0
         self.offset = 0
+        # Bytes of the file from _ahead_at on, read before they were needed. The log is
+        # only ever appended to, so what was read stays true; only its end may be stale.
+        self._ahead = b""
+        self._ahead_at = 0
         magic = os.pread(self._fd, len(MAGIC), 0)
         if magic and magic != MAGIC[: len(magic)]:
             os.close(self._fd)
@@ -144,27 +154,27 @@ class OutputLogReader:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def records(self) -> Iterator[Record]:
-        """Yield every complete record from the current position; stop at the written end."""
-        while (header := self._header()) is not None:
-            kind, stream, length = header
-            data = os.pread(self._fd, length, self._position + _HEADER.size) if length else b""
-            if len(data) < length:
-                return
-            self._position += _HEADER.size + length
-            offset = self.offset
-            if kind is Kind.DATA:
-                data = data[self._trim :]
-                self.offset += length - self._trim
-                self._trim = 0
-            yield Record(kind, Stream(stream) if stream else None, offset, data)
+    def records(self, merge: int = 0) -> Iterator[Record]:
+        """Yield every complete record from the current position; stop at the written end.
+
+        With ``merge``, consecutive small DATA records of one stream that are already
+        written come as one record of up to ``merge`` bytes, with the offsets of
+        reading them one by one. A reader that sends each record on pays per record,
+        and a job's shim writes one per pipe read, which can be a few bytes each;
+        merging never waits for more to be written. A record of ``READ_AHEAD`` bytes
+        or more comes on its own, as read: it is worth a message by itself, and
+        joining it to others would cost a copy of it.
+        """
+        while (record := self._next(merge)) is not None:
+            yield record
+        self._ahead = b""  # at the written end: a follower waiting for more holds no buffer
 
     def skip_to(self, offset: int) -> None:
         """Move forward to output byte ``offset``, or to the written end if that is sooner.
 
         Reads only headers, so skipping over gigabytes costs one small read per record.
         """
-        while self.offset < offset and (header := self._header()) is not None:
+        while self.offset < offset and (header := self._header(ahead=False)) is not None:
             kind, _stream, length = header
             if kind is not Kind.DATA:
                 return  # markers are never skipped: a reader must learn of the cap and the end
@@ -177,14 +187,77 @@ class OutputLogReader:
             self.offset = start + length
             self._trim = 0
 
-    def _header(self) -> tuple[Kind, int, int] | None:
-        raw = os.pread(self._fd, _HEADER.size, self._position)
+    def _next(self, merge: int) -> Record | None:
+        """The next record; a small DATA record joined by the small ones after it."""
+        header = self._header(ahead=True)
+        if header is None:
+            return None
+        kind, stream, length = header
+        payload = self._payload(length)
+        if payload is None:
+            return None
+        self._position += _HEADER.size + length
+        offset = self.offset
+        if kind is not Kind.DATA:
+            return Record(kind, None, offset, bytes(payload))
+        parts = [payload[self._trim :]]
+        size = length - self._trim
+        self._trim = 0
+        if length < READ_AHEAD:
+            while size < merge and (more := self._joinable(stream, merge - size)) is not None:
+                parts.append(more)
+                size += len(more)
+        self.offset += size
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        return Record(Kind.DATA, Stream(stream), offset, bytes(data))
+
+    def _joinable(self, stream: int, room: int) -> bytes | memoryview | None:
+        """The payload of the next record, consumed, if it may join the ones before it.
+
+        That is a complete small DATA record of ``stream`` of at most ``room`` bytes.
+        """
+        try:
+            header = self._header(ahead=True)
+        except OutputLogError:
+            return None  # raised again by the next call, once what comes before is handed out
+        if header is None:
+            return None
+        kind, next_stream, length = header
+        if kind is not Kind.DATA or next_stream != stream or length > room:
+            return None
+        if length >= READ_AHEAD:
+            return None
+        payload = self._payload(length)
+        if payload is not None:
+            self._position += _HEADER.size + length
+        return payload
+
+    def _header(self, *, ahead: bool) -> tuple[Kind, int, int] | None:
+        raw = self._read(self._position, _HEADER.size, ahead=ahead)
         if len(raw) < _HEADER.size:
             return None
         kind, stream, length = _HEADER.unpack(raw)
         if length > MAX_RECORD or kind not in _KINDS or stream > Stream.STDERR:
             raise OutputLogError(f"damaged output log at byte {self._position}")
         return Kind(kind), stream, length
+
+    def _payload(self, length: int) -> bytes | memoryview | None:
+        """The payload of the record at the current position, or None while it is incomplete."""
+        if not length:
+            return b""
+        data = self._read(self._position + _HEADER.size, length, ahead=True)
+        return data if len(data) == length else None
+
+    def _read(self, position: int, size: int, *, ahead: bool) -> bytes | memoryview:
+        """``size`` bytes of the file at ``position``, or fewer at the written end."""
+        start = position - self._ahead_at
+        if start >= 0 and start + size <= len(self._ahead):
+            return memoryview(self._ahead)[start : start + size]
+        if not ahead or size >= READ_AHEAD:
+            return os.pread(self._fd, size, position)
+        self._ahead = os.pread(self._fd, READ_AHEAD, position)
+        self._ahead_at = position
+        return memoryview(self._ahead)[:size]
 
 
 _KINDS = frozenset(int(kind) for kind in Kind)

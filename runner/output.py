@@ -3,8 +3,15 @@
 Each reader has its own file descriptor and position in the job's output log
 (written by the job's shim, see ``jobworker.isolation.outputlog``), so readers
 never wait for each other and the job never waits for any of them. A reader
-that is following sleeps until inotify says the log grew or the runner says the
-job ended. Memory per reader is bounded by one log record (1 MiB), whatever the
+that is following sleeps on one event of its own, which inotify sets when the
+log grew and the runner sets when the job ended or the service is closing.
+
+A chunk is what the log holds at the moment of reading: consecutive small
+records of one stream (a shim writes one per pipe read, which may be one line)
+come as one chunk of up to 1 MiB, the largest record, because each chunk costs a
+message and a wake-up of whoever receives it, whatever its size; a record of
+64 KiB or more comes alone, as read. A follower never waits to fill a chunk.
+Memory per reader is bounded by one chunk and 64 KiB read ahead, whatever the
 size of the output.
 """
 
@@ -15,7 +22,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobworker.isolation.outputlog import Kind, OutputLogReader, Stream
+from jobworker.isolation.outputlog import MAX_RECORD, Kind, OutputLogReader, Stream
 from jobworker.runner.inotify import FileWatcher
 
 
@@ -59,20 +66,24 @@ async def read_output(
     job whose shim died before writing one, once the log holds nothing more), so
     whoever asks for the job's status next sees how it ended. ``closing`` ends a
     follower early, when the service shuts down and leaves the job running.
+    Whoever sets either then wakes the log's waiters through ``watcher``
+    (``wake(log)`` or ``wake_all()``): a waiting follower looks at them only then.
     """
     try:
         reader = OutputLogReader(log)
     except FileNotFoundError:
         return  # the job never got as far as producing output
-    with reader, watcher.watch(log) as changed:
+    with reader, watcher.watch(log) as wake:
         while True:
-            was_over = ended.is_set()  # before reading: output written before the end is read
-            changed.clear()
+            wake.clear()  # before looking: whatever happens from here on sets it again
+            was_over = ended.is_set()  # output written before the end is read below
             reader.skip_to(offset)
-            for record in reader.records():
+            for record in reader.records(merge=MAX_RECORD):
                 if record.kind is Kind.END:
                     if follow:  # so that a follower sees the final record next
-                        await _any_of(ended, closing)
+                        while not (ended.is_set() or closing.is_set()):
+                            await wake.wait()
+                            wake.clear()
                     return
                 if record.kind is Kind.CAPPED:
                     yield OutputCapped(offset=record.offset, cap=record.number)
@@ -81,13 +92,4 @@ async def read_output(
                     yield OutputChunk(stream=record.stream, offset=record.offset, data=record.data)
             if not follow or was_over or closing.is_set():
                 return
-            await _any_of(changed, ended, closing)
-
-
-async def _any_of(*events: asyncio.Event) -> None:
-    waits = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
+            await wake.wait()

@@ -268,6 +268,7 @@ class Runner:
         Streams following a job that keeps running end here, without its end.
         """
         self._closing.set()
+        self._watcher.wake_all()  # followers look at ``closing`` only when woken
         if self.config.stop_jobs_on_close:
             await asyncio.gather(
                 *(
@@ -301,6 +302,7 @@ class Runner:
         finally:
             del self._active[final.id]
             active.ended.set()
+            self._watcher.wake(self.jobs_dir / final.id / OUTPUT_LOG)  # its followers look now
         log.info("job %s %s: %s", final.id, final.state.value, _describe_end(final))
 
     async def _recover(self) -> None:

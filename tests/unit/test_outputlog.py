@@ -13,6 +13,7 @@ import pytest
 from jobworker.isolation.outputlog import (
     MAGIC,
     MAX_RECORD,
+    READ_AHEAD,
     Kind,
     OutputLogError,
     OutputLogReader,
@@ -310,6 +311,147 @@ def test_skip_beyond_a_growing_log_stops_at_its_written_end(log, reader_of):
     assert list(reader.records()) == [data(ERR, 8, b"ld")]
     writer.close()
     assert list(reader.records()) == [end(10)]
+
+
+# --- merging consecutive records ----------------------------------------------------
+
+
+def merged_by_hand(records: Sequence[Record], limit: int) -> list[Record]:
+    """The rule of ``records(merge=limit)``, applied to records read one by one.
+
+    Consecutive DATA records of one stream join while they total at most ``limit``,
+    and only records smaller than READ_AHEAD join at all: a larger one comes alone.
+    """
+    result: list[Record] = []
+    open_to_more = False  # whether the last one began with a small DATA record
+    for r in records:
+        small = r.kind is Kind.DATA and len(r.data) < READ_AHEAD
+        last = result[-1] if result else None
+        if (
+            open_to_more
+            and small
+            and last is not None
+            and last.stream is r.stream
+            and len(last.data) + len(r.data) <= limit
+        ):
+            result[-1] = data(r.stream, last.offset, last.data + r.data)  # type: ignore[arg-type]
+        else:
+            result.append(r)
+            open_to_more = small
+    return result
+
+
+def test_merge_joins_consecutive_data_of_one_stream_only(log, reader_of):
+    write_log(log, [(OUT, b"a"), (OUT, b"b"), (ERR, b"c"), (OUT, b"d"), (OUT, b"e")])
+    assert list(reader_of().records(merge=100)) == [
+        data(OUT, 0, b"ab"),
+        data(ERR, 2, b"c"),
+        data(OUT, 3, b"de"),
+        end(5),
+    ]
+
+
+def test_merge_is_bounded_but_a_larger_record_still_comes_whole(log, reader_of):
+    write_log(log, [(OUT, b"123456"), (OUT, b"789abc"), (OUT, b"def"), (OUT, b"x" * 20)])
+    assert list(reader_of().records(merge=12)) == [
+        data(OUT, 0, b"123456789abc"),
+        data(OUT, 12, b"def"),
+        data(OUT, 15, b"x" * 20),
+        end(35),
+    ]
+
+
+def test_a_record_of_read_ahead_size_or_more_comes_alone(log, reader_of):
+    big = b"B" * READ_AHEAD
+    write_log(log, [(OUT, b"a"), (OUT, big), (OUT, b"b"), (OUT, b"c")])
+    assert list(reader_of().records(merge=MAX_RECORD)) == [
+        data(OUT, 0, b"a"),
+        data(OUT, 1, big),
+        data(OUT, 1 + len(big), b"bc"),
+        end(len(big) + 3),
+    ]
+
+
+def test_merge_never_crosses_a_marker(log, reader_of):
+    write_log(log, [(OUT, b"1234"), (OUT, b"5678"), (OUT, b"abcd")], cap=10)
+    assert list(reader_of().records(merge=100)) == [
+        data(OUT, 0, b"12345678ab"),
+        capped(10, 10),
+        end(10, 2),
+    ]
+
+
+def test_merge_after_skipping_into_a_record(log, reader_of):
+    write_log(log, [(OUT, b"hello"), (OUT, b"world")])
+    reader = reader_of()
+    reader.skip_to(3)
+    assert list(reader.records(merge=100)) == [data(OUT, 3, b"loworld"), end(10)]
+
+
+def test_merge_stops_at_a_torn_record_and_takes_it_once_complete(log, reader_of):
+    second = record(1, 1, b"def")
+    for cut in range(len(second)):
+        log.unlink(missing_ok=True)
+        log.write_bytes(MAGIC + record(1, 1, b"abc") + second[:cut])
+        reader = reader_of()
+        assert list(reader.records(merge=100)) == [data(OUT, 0, b"abc")], cut
+        with log.open("ab") as f:
+            f.write(second[cut:] + record(1, 1, b"ghi"))
+        assert list(reader.records(merge=100)) == [data(OUT, 3, b"defghi")], cut
+
+
+def test_merge_hands_out_what_precedes_a_damaged_header_first(log, reader_of):
+    log.write_bytes(MAGIC + record(1, 1, b"good") + record(1, 1, b"also") + b"\xff" * 8)
+    records = reader_of().records(merge=100)
+    assert next(records) == data(OUT, 0, b"goodalso")
+    with pytest.raises(OutputLogError, match=f"damaged output log at byte {len(MAGIC) + 24}"):
+        next(records)
+
+
+@pytest.mark.parametrize("limit", [1, 700, 64 * 1024, MAX_RECORD])
+def test_merged_reading_is_reading_one_by_one_then_joining(log, reader_of, limit):
+    # Many small records in runs of each stream, with a few large ones: more than the
+    # reader reads ahead at once, and payloads on both sides of that size.
+    chunks: list[tuple[Stream, bytes]] = []
+    for i in range(3000):
+        stream = OUT if (i // 7) % 3 else ERR
+        size = 200_000 if i % 500 == 499 else 1 + (i * 53) % 900
+        chunks.append((stream, bytes([i % 251]) * size))
+    write_log(log, chunks)
+    one_by_one = list(reader_of().records())
+    assert list(reader_of().records(merge=limit)) == merged_by_hand(one_by_one, limit)
+
+
+def test_merged_reading_of_a_log_being_written(log, reader_of):
+    chunks = [
+        (OUT if i % 5 else ERR, bytes([65 + i % 26]) * (1 + i * 37 % 5000)) for i in range(400)
+    ]
+    writer = OutputLogWriter(log, None)
+
+    def produce() -> None:
+        for stream, chunk in chunks:
+            writer.write(stream, chunk)
+        writer.close()
+
+    thread = threading.Thread(target=produce)
+    reader = reader_of()
+    seen: list[Record] = []
+    thread.start()
+    try:
+        while not (seen and seen[-1].kind is Kind.END):
+            alive = thread.is_alive()
+            new = list(reader.records(merge=8192))
+            seen.extend(new)
+            if not alive and not new:
+                break
+    finally:
+        thread.join()
+    assert seen[-1] == end(sum(len(chunk) for _, chunk in chunks))
+    pieces = seen[:-1]
+    assert all(len(r.data) <= 8192 for r in pieces)  # every write is smaller than that
+    written = [data(st, sum(len(c) for _, c in chunks[:i]), c) for i, (st, c) in enumerate(chunks)]
+    # However the writes were cut into pieces, they join up to the same streams and offsets.
+    assert merged_by_hand(pieces, 1 << 62) == merged_by_hand(written, 1 << 62)
 
 
 # --- the output cap ----------------------------------------------------------------

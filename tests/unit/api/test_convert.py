@@ -164,3 +164,10 @@ def test_output_events_keep_their_stream_offset_and_cap() -> None:
     capped = convert.output_event(OutputCapped(offset=100, cap=100))
     assert capped.WhichOneof("event") == "capped"
     assert (capped.capped.offset, capped.capped.cap_bytes) == (100, 100)
+
+
+def test_an_empty_chunk_at_offset_zero_is_still_a_chunk() -> None:
+    # The chunk is filled in place: with offset and data at their defaults it is still set.
+    message = convert.output_event(OutputChunk(stream=Stream.STDOUT, offset=0, data=b""))
+    assert message.WhichOneof("event") == "chunk"
+    assert pb.StreamJobOutputResponse.FromString(message.SerializeToString()) == message

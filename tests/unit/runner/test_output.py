@@ -50,8 +50,9 @@ def run(main: Callable[[FileWatcher], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(with_watcher())
 
 
-def chunks(writes: Sequence[tuple[Stream, bytes]], offset: int = 0) -> list[OutputEvent]:
-    """What a reader from ``offset`` should get for these writes (each below MAX_RECORD)."""
+def per_write(writes: Sequence[tuple[Stream, bytes]], offset: int = 0) -> list[OutputEvent]:
+    """One chunk per write from ``offset``: what a follower gets that reads each write
+    before the next one is made."""
     expected: list[OutputEvent] = []
     position = 0
     for stream, data in writes:
@@ -61,6 +62,34 @@ def chunks(writes: Sequence[tuple[Stream, bytes]], offset: int = 0) -> list[Outp
             expected.append(OutputChunk(stream, start, data[start - position :]))
         position = end
     return expected
+
+
+def joined(events: Sequence[OutputEvent]) -> list[OutputEvent]:
+    """``events`` with adjacent chunks of one stream joined into one, without bound.
+
+    The stream a reader gets means exactly this, whichever way its chunks happened
+    to be cut (that depends on what was written each time it looked).
+    """
+    result: list[OutputEvent] = []
+    for event in events:
+        last = result[-1] if result else None
+        if (
+            isinstance(event, OutputChunk)
+            and isinstance(last, OutputChunk)
+            and last.stream is event.stream
+            and last.offset + len(last.data) == event.offset
+        ):
+            result[-1] = OutputChunk(last.stream, last.offset, last.data + event.data)
+        else:
+            result.append(event)
+    return result
+
+
+def chunks(writes: Sequence[tuple[Stream, bytes]], offset: int = 0) -> list[OutputEvent]:
+    """What a reader from ``offset`` gets of writes that are all in the log when it reads:
+    consecutive writes of one stream come as one chunk (for writes totalling below
+    MAX_RECORD, the bound of a chunk)."""
+    return joined(per_write(writes, offset))
 
 
 async def collect(
@@ -122,10 +151,17 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def finish(writer: OutputLogWriter, ended: asyncio.Event) -> None:
+def declare_over(watcher: FileWatcher, log: Path, ended: asyncio.Event) -> None:
+    """What the runner does once the job's final record is stored: set ``ended``, wake its
+    followers (a waiting follower looks at ``ended`` only when woken)."""
+    ended.set()
+    watcher.wake(log)
+
+
+def finish(writer: OutputLogWriter, watcher: FileWatcher, log: Path, ended: asyncio.Event) -> None:
     """End the job the way the runner sees it: the shim writes END, then the job is over."""
     writer.close()
-    ended.set()
+    declare_over(watcher, log, ended)
 
 
 def leave_without_end(writer: OutputLogWriter) -> None:
@@ -152,7 +188,7 @@ def test_a_follower_gets_each_chunk_as_it_is_appended_and_ends_at_end(log: Path)
         follower = Follower(log, watcher, ended)
         await settle()
         assert follower.received.empty()
-        for expected, (stream, data) in zip(chunks(WRITES), WRITES, strict=True):
+        for expected, (stream, data) in zip(per_write(WRITES), WRITES, strict=True):
             writer.write(stream, data)
             assert await follower.next() == expected
         writer.close()
@@ -161,7 +197,7 @@ def test_a_follower_gets_each_chunk_as_it_is_appended_and_ends_at_end(log: Path)
         await settle()
         assert follower.received.empty()
         assert not follower.task.done()
-        ended.set()
+        declare_over(watcher, log, ended)
         assert await follower.next() is None
         await asyncio.wait_for(follower.task, WAIT)
         assert watcher.watched() == 0
@@ -205,7 +241,7 @@ def test_records_larger_than_max_record_arrive_whole_and_in_order(log: Path) -> 
         follower = Follower(log, watcher, ended)
         writer.write(OUT, big)
         writer.write(ERR, b"tail")
-        finish(writer, ended)
+        finish(writer, watcher, log, ended)
         return await follower.rest()
 
     events = run(main)
@@ -293,7 +329,7 @@ def test_following_from_an_offset_not_written_yet_waits_then_starts_exactly_ther
         await settle()
         writer.write(OUT, b"klmno")  # 10..15: starts exactly at the offset
         assert await follower.next() == OutputChunk(OUT, 10, b"klmno")
-        finish(writer, ended)
+        finish(writer, watcher, log, ended)
         assert await follower.next() is None
 
     run(main)
@@ -311,10 +347,60 @@ def test_following_from_an_offset_in_a_record_not_written_yet(log: Path) -> None
         assert await follower.next() == OutputChunk(ERR, 7, b"789")
         writer.write(OUT, b"!")
         assert await follower.next() == OutputChunk(OUT, 10, b"!")
-        finish(writer, ended)
+        finish(writer, watcher, log, ended)
         assert await follower.next() is None
 
     run(main)
+
+
+# --- chunks: what is already written, up to MAX_RECORD -----------------------------------
+
+
+def test_output_already_written_comes_in_chunks_of_up_to_max_record(log: Path) -> None:
+    line = bytes(range(100)) * 10  # 1000 bytes, as a shim writes one small pipe read
+    writes = [*[(OUT, line)] * 3000, *[(ERR, b"e" * 10)] * 5, (OUT, b"last")]
+    writer = OutputLogWriter(log, cap=None)
+    for stream, data in writes:
+        writer.write(stream, data)
+    writer.close()
+
+    async def main(watcher: FileWatcher) -> list[OutputEvent]:
+        return await asyncio.wait_for(collect(log, watcher, follow=False), WAIT)
+
+    events = run(main)
+    full = MAX_RECORD // len(line) * len(line)  # as many whole records as fit in one chunk
+    assert [(e.stream, len(e.data)) for e in events if isinstance(e, OutputChunk)] == [
+        (OUT, full),
+        (OUT, full),
+        (OUT, 3000 * len(line) - 2 * full),
+        (ERR, 50),
+        (OUT, 4),
+    ]
+    assert joined(events) == chunks(writes)
+
+
+def test_a_chunk_never_crosses_the_cap(log: Path) -> None:
+    writer = OutputLogWriter(log, cap=10)
+    for data in (b"1234", b"5678", b"abcd"):
+        writer.write(OUT, data)
+    writer.close()
+
+    async def main(watcher: FileWatcher) -> list[OutputEvent]:
+        return await asyncio.wait_for(collect(log, watcher, follow=False), WAIT)
+
+    assert run(main) == [OutputChunk(OUT, 0, b"12345678ab"), OutputCapped(offset=10, cap=10)]
+
+
+def test_from_an_offset_inside_a_record_the_rest_joins_what_follows(log: Path) -> None:
+    writer = OutputLogWriter(log, cap=None)
+    writer.write(OUT, b"0123456789")
+    writer.write(OUT, b"abc")
+    writer.close()
+
+    async def main(watcher: FileWatcher) -> list[OutputEvent]:
+        return await asyncio.wait_for(collect(log, watcher, 4, follow=False), WAIT)
+
+    assert run(main) == [OutputChunk(OUT, 4, b"456789abc")]
 
 
 # --- the output cap --------------------------------------------------------------------
@@ -334,7 +420,7 @@ def test_the_cap_is_reported_and_the_stream_ends_at_end(log: Path) -> None:
         await settle()
         assert follower.received.empty()  # nothing after the cap...
         assert not follower.task.done()  # ...and the stream goes on until END
-        finish(writer, ended)
+        finish(writer, watcher, log, ended)
         return await follower.rest()
 
     assert run(main) == []
@@ -378,7 +464,7 @@ def test_without_end_a_follower_returns_once_the_job_has_ended(log: Path) -> Non
         leave_without_end(writer)
         await settle()
         assert not follower.task.done()  # the job might still be running
-        ended.set()
+        declare_over(watcher, log, ended)
         return await follower.rest()
 
     assert run(main) == []
@@ -396,7 +482,7 @@ def test_output_appended_just_before_the_end_is_not_lost(log: Path) -> None:
         # follower to run in between: the last output must still be delivered.
         writer.write(ERR, b"last words")
         leave_without_end(writer)
-        ended.set()
+        declare_over(watcher, log, ended)
         return await follower.rest()
 
     assert run(main) == [OutputChunk(ERR, 5, b"last words")]
@@ -448,7 +534,7 @@ def test_a_waiting_follower_is_woken_by_inotify_without_any_timer(log: Path) -> 
             await settle()
             assert live_timers(loop) == []
             assert watcher.watched() == 1
-        finish(writer, ended)
+        finish(writer, watcher, log, ended)
         assert await follower.next() is None
         assert watcher.watched() == 0
 
@@ -463,13 +549,68 @@ def test_a_follower_is_woken_by_a_write_from_another_thread(log: Path) -> None:
         await settle()
         for stream, data in WRITES:
             await asyncio.to_thread(writer.write, stream, data)
-        events = [await follower.next() for _ in WRITES]
         await asyncio.to_thread(writer.close)
-        ended.set()
-        assert await follower.next() is None
-        return [e for e in events if e is not None]
+        declare_over(watcher, log, ended)
+        return await follower.rest()
 
-    assert run(main) == chunks(WRITES)
+    assert joined(run(main)) == chunks(WRITES)
+
+
+def test_waiting_followers_cost_no_task_of_their_own(log: Path) -> None:
+    async def main(watcher: FileWatcher) -> None:
+        writer = OutputLogWriter(log, cap=None)
+        ended = asyncio.Event()
+        followers = [Follower(log, watcher, ended) for _ in range(20)]
+        for round_ in range(3):
+            writer.write(OUT, b"more")
+            for follower in followers:
+                assert await follower.next() == OutputChunk(OUT, 4 * round_, b"more")
+            await settle()
+            # Each follower is its own task, waiting on one event: nothing else runs.
+            assert len(asyncio.all_tasks()) == 1 + len(followers)
+        finish(writer, watcher, log, ended)
+        for follower in followers:
+            assert await follower.rest() == []
+
+    run(main)
+
+
+def test_a_follower_woken_with_nothing_new_waits_again(log: Path) -> None:
+    async def main(watcher: FileWatcher) -> None:
+        writer = OutputLogWriter(log, cap=None)
+        ended = asyncio.Event()
+        follower = Follower(log, watcher, ended)
+        await settle()
+        for _ in range(3):
+            watcher.wake(log)
+            watcher.wake_all()
+            await settle()
+            assert follower.received.empty()
+            assert not follower.task.done()
+        writer.write(ERR, b"now")
+        assert await follower.next() == OutputChunk(ERR, 0, b"now")
+        finish(writer, watcher, log, ended)
+        assert await follower.next() is None
+
+    run(main)
+
+
+def test_the_end_of_one_job_wakes_only_its_own_followers(tmp_path: Path) -> None:
+    async def main(watcher: FileWatcher) -> None:
+        logs = [tmp_path / "one.log", tmp_path / "two.log"]
+        writers = [OutputLogWriter(path, cap=None) for path in logs]
+        ended = [asyncio.Event(), asyncio.Event()]
+        followers = [Follower(path, watcher, over) for path, over in zip(logs, ended, strict=True)]
+        await settle()
+        leave_without_end(writers[0])  # no END record to wake anyone: only the runner can
+        declare_over(watcher, logs[0], ended[0])
+        assert await followers[0].rest() == []
+        await settle()
+        assert not followers[1].task.done()
+        finish(writers[1], watcher, logs[1], ended[1])
+        assert await followers[1].rest() == []
+
+    run(main)
 
 
 # --- many readers, and readers that go away ----------------------------------------------
@@ -488,7 +629,7 @@ def test_many_concurrent_followers_all_get_the_whole_output(log: Path) -> None:
             writer.write(stream, data)
             if i % 4 == 0:
                 await settle()
-        finish(writer, ended)
+        finish(writer, watcher, log, ended)
         results = [await follower.rest() for follower in followers]
         assert watcher.watched() == 0
         return results
@@ -496,7 +637,7 @@ def test_many_concurrent_followers_all_get_the_whole_output(log: Path) -> None:
     results = run(main)
     assert len(results) == 50
     for events in results:
-        assert events == chunks(writes)
+        assert joined(events) == chunks(writes)
 
 
 def test_an_abandoned_follower_releases_its_watch_and_descriptor(log: Path) -> None:
@@ -525,7 +666,7 @@ def test_a_follower_left_by_break_releases_its_watch_and_descriptor(log: Path) -
         writer = OutputLogWriter(log, cap=None)
         try:
             writer.write(OUT, b"one")
-            writer.write(OUT, b"two")
+            writer.write(ERR, b"two")
             before = open_fds()
             stream = read_output(
                 log, 0, follow=True, watcher=watcher, ended=asyncio.Event(), closing=asyncio.Event()
@@ -573,7 +714,7 @@ def test_a_waiting_follower_that_is_cancelled_releases_its_watch_and_descriptor(
             again = Follower(log, watcher, ended)
             assert await again.next() == OutputChunk(ERR, 0, b"still here")
         finally:
-            finish(writer, ended)
+            finish(writer, watcher, log, ended)
         assert await again.next() is None
 
     run(main)
@@ -594,7 +735,8 @@ def test_followers_of_different_logs_have_separate_watches(tmp_path: Path) -> No
         assert followers[2].received.empty()
         for writer in writers:
             writer.close()
-        ended.set()
+        for path in logs:
+            declare_over(watcher, path, ended)
         for follower in followers:
             await follower.rest()
         assert watcher.watched() == 0
@@ -670,6 +812,7 @@ def test_closing_ends_a_follower_of_a_job_that_keeps_running(log: Path) -> None:
             await asyncio.sleep(0.05)
             assert not waiting.done(), "a follower of a running job must wait for more"
             closing.set()
+            watcher.wake_all()  # as the runner does when it closes
             with pytest.raises(StopAsyncIteration):
                 await asyncio.wait_for(waiting, WAIT)
             assert watcher.watched() == 0
