@@ -52,6 +52,17 @@ class ChildPlan:
     error_fd: int
     status_fd: int | None
     """Set when this process is the init of a PID namespace."""
+    ignored_signals: tuple[int, ...]
+    """Signals this process ignores (see ``ignored_signals``); the command gets them back."""
+
+
+def ignored_signals() -> tuple[int, ...]:
+    """The signals set to SIG_IGN here, which exec would pass on to the command.
+
+    Python ignores SIGPIPE and SIGXFSZ, for one. Worked out once per shim, while
+    it is a spare, rather than signal by signal on the way to exec.
+    """
+    return tuple(s for s in _CATCHABLE if signal.getsignal(s) is signal.SIG_IGN)
 
 
 class _Stage:
@@ -141,9 +152,8 @@ def _exec(plan: ChildPlan, stage: _Stage) -> NoReturn:
     # Only stdin, stdout, stderr and the close-on-exec error pipe survive.
     os.closerange(3, plan.error_fd)
     os.closerange(plan.error_fd + 1, os.sysconf("SC_OPEN_MAX"))
-    for signo in _CATCHABLE:
-        if signal.getsignal(signo) is signal.SIG_IGN:
-            signal.signal(signo, signal.SIG_DFL)  # Python ignores SIGPIPE; exec keeps that
+    for signo in plan.ignored_signals:
+        signal.signal(signo, signal.SIG_DFL)  # exec would keep them ignored
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     stage.name = "chdir"
     os.chdir(plan.cwd)

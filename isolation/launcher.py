@@ -9,9 +9,10 @@ launch goes:
 1. validate the spec; create the job's cgroup with its limits;
 2. prepare a network namespace with loopback up, if the job gets one;
 3. hand the job to a spare shim (or a freshly ordered one when none is left);
-4. the shim clones the job's first process straight into the cgroup, which
-   joins the namespaces and execs the command; the shim reports success (with
-   a pidfd) or the exact step and errno that failed.
+4. the shim clones the job's first process straight into the cgroup and
+   reports its pidfd; that process joins the namespaces and execs the command.
+   End of file on the job's error pipe (held here) means the exec succeeded;
+   otherwise the pipe says which step failed, with its errno.
 
 A ``RunningJob`` then holds pidfds for the shim and the job's main process:
 signalling through a pidfd can never hit an unrelated process that reused the
@@ -66,6 +67,7 @@ class Launcher:
         self._netns = NetnsFactory()
         self._control, self._server = self._start_fork_server()
         self._wanted_spares = spares
+        self._closed = False
         self._spares: list[socket.socket] = []
         """Connections to shims ordered from the fork server, oldest first; each is
         ready, or will be as soon as the fork server has forked it."""
@@ -99,9 +101,16 @@ class Launcher:
         ours.setblocking(False)
         return ours, server
 
-    async def launch(self, spec: JobSpec) -> RunningJob:
-        """Start ``spec``; returns once the command runs, or raises the reason it cannot."""
-        settings = spec.validate()
+    async def launch(
+        self, spec: JobSpec, settings: list[tuple[str, str]] | None = None
+    ) -> RunningJob:
+        """Start ``spec``; returns once the command runs, or raises the reason it cannot.
+
+        ``settings`` is what ``spec.validate()`` returned, if the caller has
+        validated the spec already; otherwise it is validated here.
+        """
+        if settings is None:
+            settings = spec.validate()
         cgroup = self.host.job_group(spec.job_id)
         cgroup.create(settings)
         netns_fd = None
@@ -137,23 +146,14 @@ class Launcher:
     async def _spawn(
         self, spec: JobSpec, request: shim.Request, cgroup: JobCgroup, netns_fd: int | None
     ) -> RunningJob:
-        connection, shim_pidfd = await self._hand_over(request, netns_fd)
+        shim_pidfd, error_r, connection = await self._hand_over(request, netns_fd)
         try:
-            with connection:
-                message, fds = await _receive(connection)
+            report, main_pidfd = await _started(spec, connection, error_r, shim_pidfd)
         except BaseException:
             os.close(shim_pidfd)
             raise
-        if not message:
-            os.close(shim_pidfd)
-            raise InternalError(
-                f"the shim of job {spec.job_id} exited without a report; see "
-                f"{spec.run_dir / shim.SHIM_LOG}"
-            )
-        report = json.loads(message)
-        if report["event"] == "failed":
-            os.close(shim_pidfd)
-            raise _launch_error(spec, report)
+        finally:
+            os.close(error_r)
         return RunningJob(
             job_id=spec.job_id,
             pid=report["pid"],
@@ -161,29 +161,30 @@ class Launcher:
             run_dir=spec.run_dir,
             started_at=datetime.fromisoformat(report["started_at"]),
             shim_pidfd=shim_pidfd,
-            main_pidfd=fds[0],
+            main_pidfd=main_pidfd,
         )
 
     async def _hand_over(
         self, request: shim.Request, netns_fd: int | None
-    ) -> tuple[socket.socket, int]:
-        """Give the job to a ready shim; its connection (for the report) and its pidfd."""
+    ) -> tuple[int, int, socket.socket]:
+        """Give the job to a ready shim: its pidfd, the job's error pipe, the connection."""
         payload = request.to_json()
         fds = [] if netns_fd is None else [netns_fd]
         for _attempt in range(_SHIM_ATTEMPTS):
             connection = self._spares.pop(0) if self._spares else await self._order()
-            shim_pidfd = None
+            ready: list[int] = []
             try:
-                message, ready_fds = await _receive(connection)
-                if message == shim.READY and ready_fds:
-                    shim_pidfd = ready_fds[0]
+                message, ready = await _receive(connection)
+                if message == shim.READY and len(ready) == 2:
                     await _send(connection, payload, fds)
-                    return connection, shim_pidfd
+                    shim_pidfd, error_r = ready
+                    os.set_blocking(error_r, False)
+                    return shim_pidfd, error_r, connection
             except (BrokenPipeError, ConnectionResetError):
                 pass  # it died while idle: take another
             connection.close()
-            if shim_pidfd is not None:
-                os.close(shim_pidfd)
+            for fd in ready:
+                os.close(fd)
         raise InternalError(f"{_SHIM_ATTEMPTS} shims in a row exited before taking a job")
 
     async def _order(self) -> socket.socket:
@@ -201,7 +202,7 @@ class Launcher:
 
     def _order_spares(self) -> None:
         """Top the spares up; best effort (a launch orders its own shim if none is left)."""
-        while len(self._spares) < self._wanted_spares:
+        while not self._closed and len(self._spares) < self._wanted_spares:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
                 socket.send_fds(self._control, [forkserver.ORDER], [theirs.fileno()])
@@ -241,15 +242,31 @@ class Launcher:
         """Job cgroups that exist right now: after a crash, candidates for ``adopt``."""
         return self.host.existing_job_groups()
 
-    async def discard(self, cgroup: JobCgroup) -> None:
-        """Kill and remove a leftover job nobody can adopt (its shim, if alive, then exits)."""
+    async def discard(self, cgroup: JobCgroup, run_dir: Path) -> None:
+        """Kill and remove a leftover job nobody can adopt; return once its shim is gone.
+
+        Waiting for the shim matters: until it exits it writes the job's outcome into
+        ``run_dir``, which the caller is about to delete.
+        """
+        state = _read_json(run_dir / shim.SHIM_STATE)
+        shim_pidfd = open_pidfd(state["shim_pid"], state["shim_ticks"]) if state else None
         await asyncio.to_thread(cgroup.tear_down, _TEAR_DOWN_SECONDS)
+        if shim_pidfd is None:
+            return
+        try:
+            async with asyncio.timeout(_TEAR_DOWN_SECONDS):
+                await _readable(shim_pidfd)
+        except TimeoutError:
+            pass  # a shim stuck in the kernel; its files are removed regardless
+        finally:
+            os.close(shim_pidfd)
 
     async def close(self) -> None:
         """Stop the spares, the fork server and the namespace thread; running jobs go on.
 
         Waits until the spare shims have exited, so nothing of ours is left running.
         """
+        self._closed = True
         spares, self._spares = self._spares, []
         for connection in spares:
             with connection:
@@ -383,6 +400,35 @@ def _recorded_outcome(run_dir: Path, cgroup: JobCgroup, state: dict[str, Any] | 
     )
 
 
+async def _started(
+    spec: JobSpec, connection: socket.socket, error_r: int, shim_pidfd: int
+) -> tuple[dict[str, Any], int]:
+    """Wait until the job's command runs: the shim's report and the main pidfd, or the error."""
+    with connection:
+        message, fds = await _receive(connection)
+    if not message:
+        raise InternalError(
+            f"the shim of job {spec.job_id} exited without a report; see "
+            f"{spec.run_dir / shim.SHIM_LOG}"
+        )
+    report: dict[str, Any] = json.loads(message)
+    if report["event"] == "failed":
+        raise _launch_error(spec, report)
+    main_pidfd = fds[0]
+    try:
+        # End of file: the exec succeeded. Anything else: the step that failed.
+        failure = await _read_to_end(error_r)
+    except BaseException:
+        os.close(main_pidfd)
+        raise
+    if failure:
+        os.close(main_pidfd)
+        stage, number, reason = failure.decode(errors="replace").split("\0", 2)
+        await _readable(shim_pidfd)  # it has recorded the exit and removed the group
+        raise _launch_error(spec, {"stage": stage, "errno": int(number), "message": reason})
+    return report, main_pidfd
+
+
 def _launch_error(spec: JobSpec, report: dict[str, Any]) -> LaunchError:
     stage, number, reason = report["stage"], report["errno"], report["message"]
     command = spec.argv[0]
@@ -414,11 +460,25 @@ async def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
     """One message from a shim with its descriptors, without blocking the event loop."""
     while True:
         try:
-            message, fds, _flags, _address = socket.recv_fds(sock, _REPORT_SIZE, 1)
+            message, fds, _flags, _address = socket.recv_fds(sock, _REPORT_SIZE, 2)
         except BlockingIOError:
             await _readable(sock.fileno())
         else:
             return message, fds
+
+
+async def _read_to_end(fd: int) -> bytes:
+    """Everything written to a non-blocking pipe until its last writer closes it."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            await _readable(fd)
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 async def _readable(fd: int) -> None:

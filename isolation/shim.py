@@ -6,12 +6,15 @@ the job cannot take it along) and in its own session (so the service's terminal
 or a crash of the service does not touch it). It:
 
 0. as a spare: makes itself a session leader, opens the job's output pipes,
-   tells the launcher it is ready (sending a pidfd of itself), and waits for a
-   job. Forking and preparing a Python process is most of what a launch used to
-   cost, and none of it depends on the job, so it happens off the launch path;
+   tells the launcher it is ready (sending a pidfd of itself and the read end
+   of the job's launch-error pipe), and waits for a job. Forking and preparing
+   a Python process is most of what a launch used to cost, and none of it
+   depends on the job, so it happens off the launch path;
 1. clones the job's first process straight into the job's cgroup (see
-   ``child``) and reports to the launcher whether the command started, with a
-   pidfd for it, or the exact step and errno that failed;
+   ``child``) and reports its pid and a pidfd for it. Whether the command then
+   starts, the launcher learns from the launch-error pipe itself: end of file
+   means the exec succeeded, anything else names the step and errno that
+   failed. Nothing waits on the shim between the exec and the launcher;
 2. copies the job's stdout and stderr into the output log as they arrive, so
    the job never waits for a reader and output survives a service restart;
 3. when the job's main process ends, kills whatever the job left behind,
@@ -22,9 +25,11 @@ Because the outcome is a file and the shim outlives the service, a restarted
 service learns the exit status even of a job that ended while it was down.
 
 Protocol with the launcher, on one SOCK_SEQPACKET connection per shim: the shim
-sends ``READY`` with its pidfd; the launcher sends the JSON ``Request`` (with the
-prepared network namespace attached, if any); the shim answers with one JSON
-report. End of file instead of a request means nobody needs this spare any more.
+sends ``READY`` with its pidfd and the error pipe; the launcher sends the JSON
+``Request`` (with the prepared network namespace attached, if any); the shim
+answers with one JSON report, ``cloned`` (with the pidfd of the job's first
+process) or ``failed``. End of file instead of a request means nobody needs
+this spare any more.
 """
 
 from __future__ import annotations
@@ -104,17 +109,19 @@ def serve(connection: socket.socket) -> NoReturn:
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         syscalls.set_process_name("jobworker-spare")
-        pipes = _Pipes.open()
+        pipes, error_r = _Pipes.open()
+        ignored_signals = child.ignored_signals()
         own_pidfd = os.pidfd_open(os.getpid())
-        _send(connection, READY, fds=[own_pidfd])
+        _send(connection, READY, fds=[own_pidfd, error_r])  # the launcher reads it, not us
         os.close(own_pidfd)
+        os.close(error_r)
         message, fds, _flags, _address = socket.recv_fds(connection, MAX_REQUEST, 1)
         if not message:
             os._exit(0)  # the launcher closed, or has no job for this spare
         request = Request.from_json(message)
         syscalls.set_process_name("jobworker-shim")
         _log_to(Path(request.run_dir) / SHIM_LOG)
-        _Shim(request, pipes).run(connection, fds[0] if fds else None)
+        _Shim(request, pipes, ignored_signals).run(connection, fds[0] if fds else None)
     except BaseException:
         traceback.print_exc()
         if request is not None:
@@ -132,27 +139,33 @@ def _log_to(path: Path) -> None:
 
 @dataclass(frozen=True)
 class _Pipes:
-    """The job's stdout, stderr and launch-error pipes, opened while the shim is a spare."""
+    """The job's stdout and stderr pipes, opened while the shim is a spare.
+
+    ``error_w`` is the write end of the launch-error pipe, whose read end the
+    launcher holds: the job's first process reports a failed step there, and
+    its successful exec closes it.
+    """
 
     stdout_r: int
     stdout_w: int
     stderr_r: int
     stderr_w: int
-    error_r: int
     error_w: int
 
     @classmethod
-    def open(cls) -> _Pipes:
+    def open(cls) -> tuple[_Pipes, int]:
+        """The pipes, and the read end of the error pipe (for the launcher)."""
         stdout_r, stdout_w = _pipe()
         stderr_r, stderr_w = _pipe()
         error_r, error_w = os.pipe2(os.O_CLOEXEC)
-        return cls(stdout_r, stdout_w, stderr_r, stderr_w, error_r, error_w)
+        return cls(stdout_r, stdout_w, stderr_r, stderr_w, error_w), error_r
 
 
 class _Shim:
-    def __init__(self, request: Request, pipes: _Pipes) -> None:
+    def __init__(self, request: Request, pipes: _Pipes, ignored_signals: tuple[int, ...]) -> None:
         self.request = request
         self.pipes = pipes
+        self.ignored_signals = ignored_signals
         self.run_dir = Path(request.run_dir)
         self.cgroup = JobCgroup(Path(request.cgroup))
         self.notes: list[str] = []
@@ -169,7 +182,7 @@ class _Shim:
             _send(connection, failed.report())
             return
         if pid == 0:
-            ours = (pipes.stdout_r, pipes.stderr_r, pipes.error_r, status_r)
+            ours = (pipes.stdout_r, pipes.stderr_r, status_r)
             for fd in (*ours, connection.fileno(), log.fileno()):
                 if fd >= 0:
                     os.close(fd)
@@ -179,22 +192,17 @@ class _Shim:
                 os.close(fd)
         if netns_fd is not None:
             os.close(netns_fd)
-        # While the job's first process sets itself up and execs.
+        # While the job's first process sets itself up and execs. Before the report,
+        # so that once the launch has succeeded a restarted service can adopt the job.
         self._save_state(pid, started_at)
-        failure = _read_all(pipes.error_r)
-        if failure:
-            os.waitpid(pid, 0)
-            os.close(main_pidfd)
-            self._release_cgroup()
-            stage, errno, message = failure.decode(errors="replace").split("\0", 2)
-            _send(connection, _SetupFailed(stage, int(errno), message).report())
-            return
         _send(
             connection,
-            {"event": "started", "pid": pid, "started_at": started_at.isoformat()},
+            {"event": "cloned", "pid": pid, "started_at": started_at.isoformat()},
             fds=[main_pidfd],
         )
         connection.close()
+        # If the exec fails, the first process exits with 127 and this shim records
+        # that like any end; the launcher, having read why, discards the job.
         streams = {pipes.stdout_r: Stream.STDOUT, pipes.stderr_r: Stream.STDERR}
         status = self._supervise(log, pid, main_pidfd, streams)
         if status_r >= 0:
@@ -231,6 +239,7 @@ class _Shim:
             stderr_fd=self.pipes.stderr_w,
             error_fd=self.pipes.error_w,
             status_fd=status_w if status_w >= 0 else None,
+            ignored_signals=self.ignored_signals,
         )
 
     def _save_state(self, pid: int, started_at: datetime) -> None:

@@ -22,13 +22,14 @@ died between launching a job and recording it) are killed and removed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import shutil
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,6 +50,7 @@ from jobworker.runner.errors import (
     LimitUnenforceable,
     StartFailed,
     StartFailure,
+    StorageError,
 )
 from jobworker.runner.inotify import FileWatcher
 from jobworker.runner.output import OutputEvent, read_output
@@ -160,13 +162,10 @@ class Runner:
 
     async def _start(self, request: StartRequest, owner: str) -> JobRecord:
         job_id = str(uuid.uuid4())
-        created_at = utcnow()
-        run_dir = self.jobs_dir / job_id
-        run_dir.mkdir(mode=0o700)
         spec = JobSpec(
             job_id=job_id,
             argv=(request.command, *request.args),
-            run_dir=run_dir,
+            run_dir=self.jobs_dir / job_id,
             env=request.environment,
             cwd=request.working_directory,
             limits=request.limits,
@@ -174,9 +173,8 @@ class Runner:
             output_cap=self.config.output_cap_bytes,
         )
         try:
-            handle = await self._launcher.launch(spec)
-        except BaseException as error:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            settings = spec.validate()  # before anything exists, the record included
+        except isolation.InvalidSpec as error:
             raise _translate(error) from None
         record = JobRecord(
             id=job_id,
@@ -186,18 +184,38 @@ class Runner:
             limits=spec.limits,
             namespaces=spec.namespaces,
             state=JobState.RUNNING,
-            created_at=created_at,
-            started_at=handle.started_at,
+            created_at=utcnow(),
         )
+        # The record becomes durable while the job launches, not after: the commit's
+        # fsync is then off the launch path. A successor that finds it without a
+        # start time takes that from the job's shim when it re-adopts the job.
+        stored = asyncio.ensure_future(self._db(self._store.put, record))
         try:
-            await self._db(self._store.put, record)
+            spec.run_dir.mkdir(mode=0o700)
+            handle = await self._launcher.launch(spec, settings)
+        except BaseException as error:
+            await self._forget(job_id, stored)
+            raise _translate(error) from None
+        try:
+            await stored
         except BaseException:
             await handle.stop(grace=0)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            await self._forget(job_id, stored)
             raise
+        record = replace(record, started_at=handle.started_at)
         self._track(record, handle)
         log.info("job %s started for %s: %s", job_id, owner, " ".join(spec.argv))
         return record
+
+    async def _forget(self, job_id: str, stored: asyncio.Future[None]) -> None:
+        """Undo a start that failed: no record and no files are left of it."""
+        with contextlib.suppress(Exception):
+            await stored  # the delete must come after the write
+        try:
+            await self._db(self._store.delete, job_id)
+        except StorageError as error:  # the start's own error is what the caller must see
+            log.warning("job %s did not start, and its record stays: %s", job_id, error)
+        shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
 
     async def stop(self, job_id: str, grace: float, by: str) -> JobRecord:
         """Stop a job and return its final record once it has ended.
@@ -234,7 +252,13 @@ class Runner:
     async def list_jobs(self, owner: str | None = None) -> list[JobRecord]:
         """All jobs, oldest first, optionally only one owner's."""
         records = await self._db(self._store.records, owner)
-        return [self._active[r.id].record if r.id in self._active else r for r in records]
+        # A running record of no tracked job is a start still in flight (its record
+        # is written while it launches): it is not listed until it has started.
+        return [
+            self._active[r.id].record if r.id in self._active else r
+            for r in records
+            if r.ended or r.id in self._active
+        ]
 
     async def stream(
         self, job_id: str, offset: int = 0, *, follow: bool = True
@@ -309,7 +333,7 @@ class Runner:
         for record in await self._db(self._store.running):
             adopted = self._launcher.adopt(record.id, self.jobs_dir / record.id)
             if isinstance(adopted, RunningJob):
-                self._track(record, adopted)
+                self._track(replace(record, started_at=adopted.started_at), adopted)
                 log.info("job %s re-adopted", record.id)
             else:
                 final = record.finished(adopted)
@@ -318,7 +342,7 @@ class Runner:
         for group in self._launcher.leftover_groups():
             if group.name not in self._active:
                 log.warning("killing job %s: it has no record", group.name)
-                await self._launcher.discard(group)
+                await self._launcher.discard(group, self.jobs_dir / group.name)
         for run_dir in self.jobs_dir.iterdir():
             if await self._db(self._store.get, run_dir.name) is None:
                 shutil.rmtree(run_dir, ignore_errors=True)

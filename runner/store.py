@@ -74,6 +74,13 @@ class RecordStore:
         except sqlite3.Error as error:
             raise StorageError(f"cannot store the record of job {record.id}: {error}") from None
 
+    def delete(self, job_id: str) -> None:
+        """Remove a record (of a job that failed to start); a missing one is fine."""
+        try:
+            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        except sqlite3.Error as error:
+            raise StorageError(f"cannot delete the record of job {job_id}: {error}") from None
+
     def get(self, job_id: str) -> JobRecord | None:
         """The record of one job, if there is one."""
         row = self._query("SELECT record FROM jobs WHERE id = ?", (job_id,))

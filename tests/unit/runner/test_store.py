@@ -107,6 +107,20 @@ def test_put_then_get(store: RecordStore) -> None:
     assert store.get("b") is None
 
 
+def test_delete_removes_one_record_durably(db: Path, store: RecordStore) -> None:
+    store.put(record("a"))
+    store.put(record("b"))
+    store.delete("a")
+    store.delete("never-stored")  # a start that failed before its record landed
+    assert store.get("a") is None
+    assert [r.id for r in store.records()] == ["b"]
+    reopened = RecordStore(db)
+    try:
+        assert [r.id for r in reopened.records()] == ["b"]
+    finally:
+        reopened.close()
+
+
 def test_records_filters_by_owner(store: RecordStore) -> None:
     jobs = [record("a", "alice"), record("b", "bob", T0 + timedelta(1)), record("c", "alice")]
     for job in jobs:
@@ -203,6 +217,8 @@ def test_using_a_closed_store_is_a_storage_error(db: Path) -> None:
         store.get("a")
     with pytest.raises(StorageError, match="job a"):
         store.put(record("a"))
+    with pytest.raises(StorageError, match="job a"):
+        store.delete("a")
 
 
 # --- refusing what it cannot use -----------------------------------------------------
