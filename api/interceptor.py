@@ -31,35 +31,49 @@ def current_caller() -> Caller:
 class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
     """Refuses unauthenticated and unauthorized calls before any handler runs."""
 
+    def __init__(self) -> None:
+        self._guarded: dict[str, grpc.RpcMethodHandler] = {}  # type: ignore[type-arg]
+        """Guarded handlers by method, built once: every call used to rebuild its own."""
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]
-        # None for a method no service has; gRPC then answers UNIMPLEMENTED.
+        method = handler_call_details.method
+        guarded = self._guarded.get(method)
+        if guarded is not None:
+            return guarded
+        # None for a method no service has; gRPC then answers UNIMPLEMENTED. Such
+        # names come from clients, so only methods that exist are remembered.
         handler: grpc.RpcMethodHandler | None = await continuation(handler_call_details)  # type: ignore[type-arg]
         if handler is None:
             return handler  # type: ignore[return-value]
-        method = handler_call_details.method
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _guard_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _guard_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:  # server reflection
-            return grpc.stream_stream_rpc_method_handler(
-                _guard_stream(method, handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return _refuse_all(method)
+        guarded = self._guarded[method] = _guard(method, handler)
+        return guarded
+
+
+def _guard(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]
+    """``handler`` with authentication and the policy check in front of it."""
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _guard_unary(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _guard_stream(method, handler.unary_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_stream is not None:  # server reflection
+        return grpc.stream_stream_rpc_method_handler(
+            _guard_stream(method, handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return _refuse_all(method)
 
 
 async def authenticate(method: str, context: aio.ServicerContext) -> Caller:  # type: ignore[type-arg]

@@ -24,8 +24,10 @@ not file positions.
 from __future__ import annotations
 
 import enum
+import fcntl
 import os
 import struct
+import termios
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +63,38 @@ class OutputLogWriter:
     def __init__(self, path: Path, cap: int | None) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         self._cap = cap
+        self._devnull = -1
         self.written = 0
         self.dropped = 0
         os.write(self._fd, MAGIC)
+
+    def move_from(self, stream: Stream, pipe: int) -> bool:
+        """Move what waits in ``pipe`` into the log; False once the pipe is at end of file.
+
+        splice(2) moves the bytes from the pipe to the file inside the kernel: one
+        copy fewer than read and write, and no buffer in this process to allocate
+        and fault in for every chunk. Past the cap they go to /dev/null the same way.
+        Only for a pipe that poll() reported readable and that nobody else reads.
+        """
+        waiting = _bytes_waiting(pipe)
+        if not waiting:  # readable yet empty: the writers are gone (read tells for sure)
+            data = os.read(pipe, MAX_RECORD)
+            self.write(stream, data)
+            return bool(data)
+        count = min(waiting, MAX_RECORD)
+        room = count if self._cap is None else max(min(count, self._cap - self.written), 0)
+        if room:
+            # Header first: a reader treats the record as absent until its payload is whole.
+            os.write(self._fd, _HEADER.pack(Kind.DATA, stream, room))
+            _splice_exactly(pipe, self._fd, room)
+            self.written += room
+        if room < count:
+            self._mark_cap()
+            if self._devnull < 0:
+                self._devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            _splice_exactly(pipe, self._devnull, count - room)
+            self.dropped += count - room
+        return True
 
     def write(self, stream: Stream, data: bytes | memoryview) -> None:
         """Append output; past the cap, count it as dropped and mark the cut once."""
@@ -71,29 +102,27 @@ class OutputLogWriter:
         if self._cap is not None and self.written + len(view) > self._cap:
             room = max(self._cap - self.written, 0)
             self._append_data(stream, view[:room])
-            if not self.dropped:
-                self._append(Kind.CAPPED, 0, str(self._cap).encode())
+            self._mark_cap()
             self.dropped += len(view) - room
             return
         self._append_data(stream, view)
 
+    def _mark_cap(self) -> None:
+        """The CAPPED record, once, where output starts to be dropped."""
+        if not self.dropped:
+            self._append(Kind.CAPPED, 0, str(self._cap).encode())
+
     def fileno(self) -> int:
         """The log's descriptor, so a forked child can close its copy."""
         return self._fd
-
-    def capped(self) -> bool:
-        """Whether output is being dropped; the shim then stops copying bytes around."""
-        return self.dropped > 0
-
-    def drop(self, count: int) -> None:
-        """Account for bytes discarded without being read into this process."""
-        self.dropped += count
 
     def close(self) -> None:
         """Write the END record and make the whole log durable."""
         self._append(Kind.END, 0, str(self.dropped).encode())
         os.fsync(self._fd)
         os.close(self._fd)
+        if self._devnull >= 0:
+            os.close(self._devnull)
 
     def _append_data(self, stream: Stream, data: memoryview) -> None:
         for start in range(0, len(data), MAX_RECORD):
@@ -104,6 +133,20 @@ class OutputLogWriter:
     def _append(self, kind: Kind, stream: int, payload: bytes | memoryview) -> None:
         header = _HEADER.pack(kind, stream, len(payload))
         os.writev(self._fd, [header, payload])
+
+
+def _bytes_waiting(pipe: int) -> int:
+    """How many bytes a pipe holds (FIONREAD)."""
+    return int(struct.unpack("i", fcntl.ioctl(pipe, termios.FIONREAD, b"\0\0\0\0"))[0])
+
+
+def _splice_exactly(source: int, target: int, count: int) -> None:
+    """Move ``count`` bytes that are known to be in the pipe ``source``."""
+    while count:
+        moved = os.splice(source, target, count)
+        if not moved:
+            raise OutputLogError(f"a pipe held {count} bytes fewer than it reported")
+        count -= moved
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from jobworker.isolation import child, syscalls
 from jobworker.isolation.cgroups import JobCgroup, Usage
 from jobworker.isolation.namespaces import CLONE_NEWPID
 from jobworker.isolation.outcome import Outcome, decode_wait_status, utcnow, write_atomically
-from jobworker.isolation.outputlog import MAX_RECORD, OutputLogWriter, Stream
+from jobworker.isolation.outputlog import OutputLogWriter, Stream
 from jobworker.isolation.procfs import start_ticks
 
 OUTPUT_LOG = "output.log"
@@ -262,7 +262,6 @@ class _Shim:
         poller = select.poll()
         for fd in [*streams, main_pidfd]:
             poller.register(fd, select.POLLIN)
-        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         status: int | None = None
         while streams or status is None:
             ready = poller.poll(None if status is None else _DRAIN_SECONDS * 1000)
@@ -275,11 +274,10 @@ class _Shim:
                     status = os.waitpid(pid, 0)[1]
                     os.close(main_pidfd)
                     self.cgroup.kill()  # the job ends with its main process
-                elif not _copy(fd, streams[fd], log, devnull):
+                elif not log.move_from(streams[fd], fd):
                     poller.unregister(fd)
                     os.close(fd)
                     del streams[fd]
-        os.close(devnull)
         assert status is not None
         return status
 
@@ -313,18 +311,6 @@ def _pipe() -> tuple[int, int]:
     with contextlib.suppress(OSError):
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
     return read_end, write_end
-
-
-def _copy(fd: int, stream: Stream, log: OutputLogWriter, devnull: int) -> bool:
-    """Move one chunk from a pipe into the log; False at end of file."""
-    if log.capped():
-        moved = os.splice(fd, devnull, MAX_RECORD)  # past the cap: discard without copying
-        log.drop(moved)
-        return moved > 0
-    data = os.read(fd, MAX_RECORD)
-    if data:
-        log.write(stream, data)
-    return bool(data)
 
 
 def _command_status(status_r: int, init_status: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 import threading
@@ -461,7 +462,7 @@ def test_output_exactly_at_the_cap_is_not_capped(log):
     writer = OutputLogWriter(log, 10)
     writer.write(OUT, b"1234")
     writer.write(ERR, b"567890")
-    assert not writer.capped()
+    assert writer.dropped == 0
     writer.close()
     assert read_all(log) == [data(OUT, 0, b"1234"), data(ERR, 4, b"567890"), end(10)]
 
@@ -470,9 +471,9 @@ def test_output_past_the_cap_is_cut_marked_once_and_counted(log):
     writer = OutputLogWriter(log, 10)
     writer.write(OUT, b"1234")
     writer.write(ERR, b"56789abc")  # crosses the cap: 6 kept, 2 dropped
-    assert writer.capped()
+    assert writer.dropped > 0
     writer.write(OUT, b"defgh")  # all 5 dropped
-    writer.drop(100)  # discarded by the shim without reading it
+    assert move(writer, OUT, b"z" * 100)  # discarded in the kernel, never read here
     assert (writer.written, writer.dropped) == (10, 107)
     writer.close()
     records = read_all(log)
@@ -489,7 +490,7 @@ def test_output_past_the_cap_is_cut_marked_once_and_counted(log):
 def test_write_that_exactly_fills_then_overflows(log):
     writer = OutputLogWriter(log, 4)
     writer.write(OUT, b"abcd")
-    assert not writer.capped()
+    assert writer.dropped == 0
     writer.write(OUT, b"e")
     writer.write(OUT, b"f")
     writer.close()
@@ -505,9 +506,77 @@ def test_no_cap(log):
     writer = OutputLogWriter(log, None)
     for _ in range(50):
         writer.write(OUT, b"x" * 10_000)
-    assert not writer.capped()
+    assert writer.dropped == 0
     writer.close()
     assert read_all(log)[-1] == end(500_000)
+
+
+# --- moving output straight from a pipe (what the shim does) ------------------------
+
+
+def move(writer: OutputLogWriter, stream: Stream, payload: bytes) -> bool:
+    """Put ``payload`` in a pipe, as a job would, and have the writer take it from there."""
+    read_end, write_end = os.pipe()
+    try:
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)
+        os.write(write_end, payload)
+        return writer.move_from(stream, read_end)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_moved_output_is_recorded_like_written_output(log):
+    writer = OutputLogWriter(log, None)
+    assert move(writer, OUT, b"from the pipe\n")
+    writer.write(ERR, b"written\n")
+    assert move(writer, OUT, b"again")
+    writer.close()
+    assert read_all(log) == [
+        data(OUT, 0, b"from the pipe\n"),
+        data(ERR, 14, b"written\n"),
+        data(OUT, 22, b"again"),
+        end(27),
+    ]
+
+
+def test_moves_from_a_busy_pipe_keep_every_byte_in_bounded_records(log):
+    writer = OutputLogWriter(log, None)
+    payload = bytes(range(256)) * (3 * MAX_RECORD // 256)  # three full pipes' worth
+    read_end, write_end = os.pipe()
+
+    def job() -> None:
+        with os.fdopen(write_end, "wb") as out:
+            for start in range(0, len(payload), 8192):
+                out.write(payload[start : start + 8192])
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    moves = 0
+    while writer.move_from(OUT, read_end):  # blocks in poll's place: the pipe is readable
+        moves += 1
+    thread.join()
+    os.close(read_end)
+    writer.close()
+    records = read_all(log)
+    assert records[-1] == end(len(payload))
+    assert len(records) - 1 == moves
+    assert all(0 < len(r.data) <= MAX_RECORD for r in records[:-1])
+    assert b"".join(r.data for r in records[:-1]) == payload
+
+
+def test_a_move_across_the_cap_keeps_what_fits_and_drops_the_rest(log):
+    writer = OutputLogWriter(log, 10)
+    writer.write(OUT, b"1234")
+    assert move(writer, ERR, b"56789abc")
+    assert move(writer, OUT, b"defgh")
+    writer.close()
+    assert read_all(log) == [
+        data(OUT, 0, b"1234"),
+        data(ERR, 4, b"56789a"),
+        capped(10, 10),
+        end(10, 7),
+    ]
 
 
 # --- files that are not (intact) logs ----------------------------------------------
