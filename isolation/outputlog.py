@@ -75,6 +75,11 @@ class OutputLogWriter:
         copy fewer than read and write, and no buffer in this process to allocate
         and fault in for every chunk. Past the cap they go to /dev/null the same way.
         Only for a pipe that poll() reported readable and that nobody else reads.
+
+        The record's last byte goes by write(2): before Linux 6.7 splice raises no
+        inotify event, and followers sleep until one comes, so an event must follow
+        the moment the record is whole. Otherwise a follower that looked while the
+        payload was still being spliced would wait for the job's next output.
         """
         waiting = _bytes_waiting(pipe)
         if not waiting:  # readable yet empty: the writers are gone (read tells for sure)
@@ -86,7 +91,8 @@ class OutputLogWriter:
         if room:
             # Header first: a reader treats the record as absent until its payload is whole.
             os.write(self._fd, _HEADER.pack(Kind.DATA, stream, room))
-            _splice_exactly(pipe, self._fd, room)
+            _splice_exactly(pipe, self._fd, room - 1)
+            os.write(self._fd, os.read(pipe, 1))
             self.written += room
         if room < count:
             self._mark_cap()
