@@ -103,6 +103,22 @@ async def output_contains(job: RunningJob, text: bytes, timeout: float = 120.0) 
         await asyncio.sleep(0.1)
 
 
+def open_descriptors() -> list[str]:
+    """What this process has open, by kind ("socket", "pipe", "anon_inode:[pidfd]", a path).
+
+    Kinds rather than a count, so that a leak test's failure says what leaked.
+    """
+    kinds = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:
+            continue  # the descriptor listdir itself used
+        numbered = target.startswith(("socket:[", "pipe:["))
+        kinds.append(target.split(":[", 1)[0] if numbered else target)
+    return sorted(kinds)
+
+
 def count_zombies() -> int:
     zombies = 0
     for entry in Path("/proc").iterdir():
