@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobworker.isolation import syscalls
 from jobworker.isolation.errors import HostUnsupported, InvalidDevice, IsolationError
 
 REQUIRED_CONTROLLERS = ("cpu", "memory", "io", "pids")
@@ -108,6 +109,7 @@ class CgroupHost:
         *,
         proc_self: Path = Path("/proc/self"),
         euid: int | None = None,
+        clone3: bool | None = None,
     ) -> CgroupHost:
         """Check, without changing anything, that jobs can be isolated here.
 
@@ -118,6 +120,12 @@ class CgroupHost:
             problems.append(
                 "jobworker must run as root to create cgroups and namespaces "
                 "(use sudo, or run it as a systemd service)"
+            )
+        if not (syscalls.clone3_available() if clone3 is None else clone3):
+            problems.append(
+                "clone3 is refused here (a seccomp filter, as some container runtimes "
+                "install, blocks it); jobworker starts every job inside its cgroup with "
+                "clone3(CLONE_INTO_CGROUP): run it on the host or allow clone3"
             )
         mounts = read_mounts(proc_self / "mountinfo")
         unified = [m for m in mounts if m.fstype == "cgroup2"]

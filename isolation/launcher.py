@@ -22,6 +22,7 @@ PID, and the shim's pidfd becomes readable when the job is completely over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -33,13 +34,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jobworker.isolation import forkserver, shim, syscalls
+from jobworker.isolation import forkserver, shim
 from jobworker.isolation.cgroups import CgroupHost, JobCgroup
 from jobworker.isolation.errors import (
     BadWorkingDirectory,
     CommandNotExecutable,
     CommandNotFound,
-    HostUnsupported,
     InternalError,
     LaunchError,
 )
@@ -56,6 +56,8 @@ _SHIM_ATTEMPTS = 3
 SPARE_SHIMS = 2
 """Shims kept forked and ready. Two, so that back-to-back launches both find one while
 the replacement of the first is being forked; each idle spare costs about 1.5 MiB."""
+_SO_SNDBUFFORCE = 32
+"""From asm-generic/socket.h (x86, arm64 and most others); Python does not name it."""
 _NOT_EXECUTABLE = {errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM, errno.ETXTBSY}
 
 
@@ -80,11 +82,6 @@ class Launcher:
         The order matters: the fork server and every shim inherit our cgroup, so
         we must be in the supervisor leaf before the fork server starts.
         """
-        if not syscalls.clone3_available():
-            raise HostUnsupported(
-                "clone3 is not available (a seccomp filter blocks it?): jobworker uses it to "
-                "start every job inside its cgroup; run jobworker outside such a sandbox"
-            )
         host.prepare()
         return cls(host, spares)
 
@@ -189,7 +186,7 @@ class Launcher:
 
     async def _order(self) -> socket.socket:
         """Ask the fork server for a shim; returns our end of its connection at once."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = _shim_connection()
         try:
             await _send(self._control, forkserver.ORDER, [theirs.fileno()])
         except OSError as error:
@@ -197,13 +194,12 @@ class Launcher:
             raise InternalError(f"the fork server is gone: {error.strerror}") from None
         finally:
             theirs.close()
-        ours.setblocking(False)
         return ours
 
     def _order_spares(self) -> None:
         """Top the spares up; best effort (a launch orders its own shim if none is left)."""
         while not self._closed and len(self._spares) < self._wanted_spares:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            ours, theirs = _shim_connection()
             try:
                 socket.send_fds(self._control, [forkserver.ORDER], [theirs.fileno()])
             except OSError:  # full for now, or the fork server is gone: the next launch says so
@@ -211,7 +207,6 @@ class Launcher:
                 return
             finally:
                 theirs.close()
-            ours.setblocking(False)
             self._spares.append(ours)
 
     def adopt(self, job_id: str, run_dir: Path) -> RunningJob | Outcome:
@@ -400,6 +395,19 @@ def _recorded_outcome(run_dir: Path, cgroup: JobCgroup, state: dict[str, Any] | 
     )
 
 
+def _shim_connection() -> tuple[socket.socket, socket.socket]:
+    """A new launcher-shim connection: our end (non-blocking) and the shim's.
+
+    A request goes as one message, which the kernel refuses if it is larger than the
+    sender's buffer (about 208 KiB by default): ours is made big enough for any
+    request the spec allows (the service runs as root, so it may exceed wmem_max).
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, 2 * shim.MAX_REQUEST)
+    ours.setblocking(False)
+    return ours, theirs
+
+
 async def _started(
     spec: JobSpec, connection: socket.socket, error_r: int, shim_pidfd: int
 ) -> tuple[dict[str, Any], int]:
@@ -424,7 +432,11 @@ async def _started(
     if failure:
         os.close(main_pidfd)
         stage, number, reason = failure.decode(errors="replace").split("\0", 2)
-        await _readable(shim_pidfd)  # it has recorded the exit and removed the group
+        # The shim records the failed process's exit and removes the group: let it
+        # finish, so nothing of the job is left when the caller hears of the failure.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_TEAR_DOWN_SECONDS):
+                await _readable(shim_pidfd)
         raise _launch_error(spec, {"stage": stage, "errno": int(number), "message": reason})
     return report, main_pidfd
 

@@ -62,7 +62,8 @@ SHIM_LOG = "shim.log"
 
 READY = b"ready"
 MAX_REQUEST = 1 << 20
-"""Bigger than any request the launcher accepts (argv and env are capped below this)."""
+"""Bigger than any request the launcher accepts: argv and env are capped at 128 KiB,
+which JSON's escapes can at most make six times larger."""
 
 _PIPE_SIZE = 1 << 20
 """A deep pipe lets a fast job keep writing while the shim is busy writing the log."""
@@ -93,8 +94,8 @@ class Request:
     hostname: str | None
 
     def to_json(self) -> bytes:
-        """Wire form."""
-        return json.dumps(self.__dict__).encode()
+        """Wire form: UTF-8, so it stays close to the size the spec caps (under MAX_REQUEST)."""
+        return json.dumps(self.__dict__, ensure_ascii=False).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Request:

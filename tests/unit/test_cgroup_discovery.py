@@ -143,6 +143,20 @@ def test_cgroup_v1_only_host(host):
     assert "must run as root" not in message
 
 
+def test_clone3_blocked_by_a_seccomp_filter(host):
+    host.unified()
+    with pytest.raises(HostUnsupported) as caught:
+        CgroupHost.discover(None, proc_self=host.proc_self, euid=0, clone3=False)
+    assert "clone3 is refused here" in str(caught.value)
+    assert "controller" not in str(caught.value)
+
+
+def test_clone3_is_really_probed_on_this_machine():
+    from jobworker.isolation import syscalls
+
+    assert syscalls.clone3_available()  # Linux 5.3+, no seccomp filter in the test run
+
+
 def test_not_root(host):
     message = host.unified().refusal(euid=1000)
     assert "must run as root" in message
