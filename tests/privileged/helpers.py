@@ -16,6 +16,7 @@ from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome
 from jobworker.isolation.outputlog import Kind, OutputLogReader, Stream
 from jobworker.isolation.spec import JobSpec
+from tests.descriptors import descriptor_targets
 
 T = TypeVar("T")
 
@@ -109,11 +110,7 @@ def open_descriptors() -> list[str]:
     Kinds rather than a count, so that a leak test's failure says what leaked.
     """
     kinds = []
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except FileNotFoundError:
-            continue  # the descriptor listdir itself used
+    for target in descriptor_targets():
         numbered = target.startswith(("socket:[", "pipe:["))
         kinds.append(target.split(":[", 1)[0] if numbered else target)
     return sorted(kinds)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from jobworker.isolation.outcome import Outcome
 from jobworker.runner.errors import StorageError
 from jobworker.runner.records import JobRecord, JobState
 from jobworker.runner.store import SCHEMA_VERSION, RecordStore
+from tests.descriptors import descriptor_targets
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 
@@ -63,15 +63,7 @@ def store(db: Path) -> Iterator[RecordStore]:
 
 def open_files(path: Path) -> list[str]:
     """This process's descriptors that refer to ``path`` or its -wal/-shm companions."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except FileNotFoundError:
-            continue  # the descriptor listdir itself used
-        if target.startswith(str(path)):
-            found.append(target)
-    return found
+    return [target for target in descriptor_targets() if target.startswith(str(path))]
 
 
 def set_user_version(path: Path, version: int) -> None:
