@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,6 +123,20 @@ class ServerThread:
         start = asyncio.run_coroutine_threadsafe(Server.start(config), self._loop)
         self.server = start.result(timeout=600)
         self.address = f"localhost:{self.server.port}"
+
+    def stall(self, seconds: float) -> None:
+        """Keep the server's event loop busy for ``seconds``, as a swamped server's is.
+
+        Returns once the loop is busy, so calls made after it wait for the loop.
+        """
+        busy = threading.Event()
+
+        def hog() -> None:
+            busy.set()
+            time.sleep(seconds)
+
+        self._loop.call_soon_threadsafe(hog)
+        busy.wait()
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(timeout=600)
