@@ -57,6 +57,8 @@ class StreamStats:
     data_bytes: int
     messages: int
     seconds: float
+    began_at: float
+    """``time.perf_counter()`` when the call was made."""
     last_data_at: float
     """``time.perf_counter()`` when the last output byte arrived: a live stream ends only
     later, once the job's final record is stored, and the gap is worth seeing apart."""
@@ -71,7 +73,7 @@ async def read_stream(stub: Stub, request: pb.StreamJobOutputRequest) -> StreamS
         data_bytes += len(response.chunk.data)
         messages += 1
         last_data_at = time.perf_counter()
-    return StreamStats(data_bytes, messages, time.perf_counter() - began, last_data_at)
+    return StreamStats(data_bytes, messages, time.perf_counter() - began, began, last_data_at)
 
 
 async def wait_ended(stub: Stub, job_id: str, poll: float = 0.05) -> pb.Job:
