@@ -124,7 +124,6 @@ class Runner:
     @classmethod
     async def open(cls, config: RunnerConfig) -> Runner:
         """Check the host, prepare the state directory, and re-adopt jobs of an earlier run."""
-        _raise_open_file_limit()
         try:
             host = CgroupHost.discover(parent=config.cgroup_parent)
         except isolation.HostUnsupported as error:
@@ -138,6 +137,8 @@ class Runner:
             if isinstance(error, isolation.HostUnsupported):
                 raise HostUnsupported(str(error)) from None
             raise
+        # Only now: the fork server, and so every shim and job, keeps the limit we were given.
+        _raise_open_file_limit()
         runner = cls(config, launcher, store)
         try:
             await runner._recover()
@@ -384,7 +385,12 @@ def _describe_end(record: JobRecord) -> str:
 
 
 def _raise_open_file_limit() -> None:
-    """Each running job holds two pidfds and each reader one file: lift the soft limit."""
+    """Each running job holds two pidfds and each reader one file: lift our soft limit.
+
+    Jobs keep the limit the service was started with (systemd's default soft limit
+    is 1024, which is what programs expect): a soft limit of a million makes those
+    that close every possible descriptor, or size a table by it, very slow.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

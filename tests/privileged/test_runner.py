@@ -6,6 +6,7 @@ import asyncio
 import gc
 import hashlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -96,6 +97,28 @@ def test_a_job_runs_to_its_end_and_its_record_says_how(config: RunnerConfig) -> 
         assert ended.stopped_by is None
 
     with_runner(config, body)
+
+
+def test_jobs_keep_the_open_file_limit_the_service_was_given(config: RunnerConfig) -> None:
+    """The service lifts its own soft limit (it holds descriptors for every job and
+    reader); its jobs get the limit it was started with, as systemd gives a service's.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    given = min(1024, hard)
+    assert given < hard, "the test needs a hard limit above 1024 to tell them apart"
+
+    async def body(runner: Runner) -> bytes:
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+        job = await runner.start(sh("ulimit -Sn; ulimit -Hn"), owner="alice")
+        stdout, _stderr, _caps = await collect(await runner.stream(job.id))
+        return stdout
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (given, hard))
+    try:
+        stdout = with_runner(config, body)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert stdout == f"{given}\n{hard}\n".encode()
 
 
 def test_stop_records_who_stopped_and_is_idempotent(config: RunnerConfig) -> None:
