@@ -37,7 +37,7 @@ log = logging.getLogger("jobworker.api")
 
 DEFAULT_LISTEN = "localhost:50051"
 SERVICE_NAME = jobworker_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
-_GRPC_OPTIONS = [
+GRPC_OPTIONS = [
     # gRPC cancels a call that has waited 30 s for the server to take it up, and the
     # caller sees a bare CANCELLED. The asyncio server takes up one call per turn of
     # its event loop, so a busy loop (64 followers of a fast job in the test VM,
@@ -112,7 +112,7 @@ class Server:
         """Open the runner and start listening; the caller must ``stop`` it."""
         credentials = config.tls.credentials()
         runner = await Runner.open(config.runner)
-        server = aio.server(interceptors=[AuthInterceptor()], options=_GRPC_OPTIONS)
+        server = aio.server(interceptors=[AuthInterceptor()], options=GRPC_OPTIONS)
         jobworker_pb2_grpc.add_JobServiceServicer_to_server(JobService(runner), server)
         try:
             port = server.add_secure_port(config.listen, credentials)

@@ -1,4 +1,4 @@
-"""The baseline server: a minimal grpc.aio server with the same mutual TLS as jobworker.
+"""The baseline server: a minimal grpc.aio server with jobworker's mutual TLS and gRPC settings.
 
     python -m bench.raw_server --tls-dir DIR --ready-file FILE
 
@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from jobworker.api.server import TlsFiles
+from jobworker.api.server import GRPC_OPTIONS, TlsFiles
 from jobworker.v1 import jobworker_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["JobService"].full_name
@@ -53,7 +53,7 @@ async def _serve(tls: TlsFiles, ready_file: Path) -> None:
         request_deserializer=pb.StreamJobOutputRequest.FromString,
         response_serializer=pb.StreamJobOutputResponse.SerializeToString,
     )
-    server = aio.server()
+    server = aio.server(options=GRPC_OPTIONS)  # the same gRPC settings as jobworker
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE, {"StreamJobOutput": handler}),)
     )
