@@ -73,7 +73,7 @@ PRESETS = {
     "vm": Sizes(
         # Measured in a TCG VM on a shared 2-core host: StartJob ~0.1 s, one mTLS stream
         # ~15-20 MB/s. The counts (300 starts, 1,000 jobs) fit; bytes streamed
-        # over gRPC are cut so that the whole run stays near half an hour.
+        # over gRPC are cut so that the whole run takes about 20 minutes.
         starts=300,
         # Writing output costs the same wherever it goes: the full 1 GiB (about 10 s a run).
         throughput_bytes=GIB,
