@@ -32,13 +32,8 @@ from jobworker.v1 import jobworker_pb2 as pb
 
 async def run(h: Harness) -> None:
     """Measure and record items 2a and 2b."""
-    figures: dict[str, list[float]] = {
-        k: []
-        for k in (
-            *("devnull", "file", "pipe", "alone"),
-            *("live", "data", "replay", "raw", "local", "message"),
-        )
-    }
+    names = "devnull file pipe alone live data replay raw local message".split()
+    figures: dict[str, list[float]] = {name: [] for name in names}
     product, raw = await h.product(), await h.raw()
     async with (
         channel(product.server.address, h.tls_dir) as chan,
