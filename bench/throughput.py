@@ -14,6 +14,8 @@ of the job's pipe by its shim, at most 1 MiB), and versus reading that file loca
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from bench.client import Stub, channel, job_seconds, read_stream, wait_ended
 from bench.client import stub as stub_for
 from bench.harness import Harness, Product
@@ -32,8 +34,7 @@ from jobworker.v1 import jobworker_pb2 as pb
 
 async def run(h: Harness) -> None:
     """Measure and record items 2a and 2b."""
-    names = "devnull file pipe alone live data replay raw local message".split()
-    figures: dict[str, list[float]] = {name: [] for name in names}
+    figures: defaultdict[str, list[float]] = defaultdict(list)
     product, raw = await h.product(), await h.raw()
     async with (
         channel(product.server.address, h.tls_dir) as chan,
