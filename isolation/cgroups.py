@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import select
 import time
 from collections.abc import Iterable, Iterator
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from jobworker.isolation import syscalls
 from jobworker.isolation.errors import HostUnsupported, InvalidDevice, IsolationError
+from jobworker.isolation.mountinfo import read_mounts
 
 REQUIRED_CONTROLLERS = ("cpu", "memory", "io", "pids")
 _V1_NAMES = {"cpu": "cpu", "memory": "memory", "io": "blkio", "pids": "pids"}
@@ -36,38 +36,6 @@ _DELEGATE_HINT = (
     "`systemd-run --unit=jobworker -p Delegate=yes jobworker server`), or pass "
     "--cgroup-parent naming a group that has no processes of its own"
 )
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One line of /proc/self/mountinfo, reduced to what cgroup discovery needs."""
-
-    root: str
-    point: Path
-    fstype: str
-    super_options: frozenset[str]
-
-
-def read_mounts(mountinfo: Path) -> list[Mount]:
-    """Parse mountinfo; see proc(5) for the format and its octal escapes."""
-    mounts = []
-    for line in mountinfo.read_text().splitlines():
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        fstype, _source, options = [*right.split(), "", "", ""][:3]
-        mounts.append(
-            Mount(
-                root=_unescape(fields[3]),
-                point=Path(_unescape(fields[4])),
-                fstype=fstype,
-                super_options=frozenset(options.split(",")),
-            )
-        )
-    return mounts
-
-
-def _unescape(text: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), text)
 
 
 def own_cgroup(proc_cgroup: Path) -> str:

@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import NoReturn
 
-from jobworker.isolation import syscalls
+from jobworker.isolation import syscalls, sysfs
 from jobworker.isolation.namespaces import CLONE_NEWNET
 
 _CATCHABLE = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
@@ -98,6 +98,9 @@ def _set_up(plan: ChildPlan, stage: _Stage) -> None:
         stage.name = "mount"
         # Private, recursively: nothing mounted inside propagates to the host.
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+        if plan.netns_fd is not None:  # joined above; the descriptor is closed by now
+            stage.name = "sysfs"
+            sysfs.remount_for_network_namespace()
     if plan.mount_proc:
         stage.name = "mount"
         flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC

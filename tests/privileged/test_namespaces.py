@@ -6,10 +6,14 @@ import os
 import socket
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pyroute2 import IPRoute
 
+from jobworker.isolation.limits import Limits
+from jobworker.isolation.mountinfo import read_mounts
 from jobworker.isolation.namespaces import Namespaces
 from tests.privileged.helpers import Jobs, output_contains, read_partial, run
 
@@ -89,6 +93,52 @@ def test_network_namespace_has_only_loopback_and_it_is_up(jobs: Jobs) -> None:
     finished = run(jobs.complete(sys.executable, "-c", probe))
     assert finished.outcome.exit_code == 0, finished.stderr
     assert finished.stdout == b"lo\nconnected\n"
+
+
+@pytest.fixture
+def host_interface() -> Iterator[str]:
+    """A dummy interface on the host, so the host has more than the loopback a job has."""
+    name = f"jw{uuid.uuid4().hex[:8]}"
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=name, kind="dummy")
+        try:
+            yield name
+        finally:
+            ipr.link("del", ifname=name)
+
+
+def test_sys_shows_the_network_namespace_of_the_job(jobs: Jobs, host_interface: str) -> None:
+    assert host_interface in os.listdir("/sys/class/net")
+    finished = run(jobs.complete("ls", "/sys/class/net", "/sys/devices/virtual/net"))
+    assert finished.outcome.exit_code == 0, finished.stderr
+    assert finished.stdout == b"/sys/class/net:\nlo\n\n/sys/devices/virtual/net:\nlo\n"
+
+
+def test_sys_shows_the_hosts_network_when_the_job_shares_it(
+    jobs: Jobs, host_interface: str
+) -> None:
+    finished = run(jobs.complete("ls", "/sys/class/net", namespaces=Namespaces(net=False)))
+    assert finished.outcome.exit_code == 0, finished.stderr
+    assert host_interface in finished.stdout.decode().split()
+    assert finished.stdout.decode().split() == sorted(os.listdir("/sys/class/net"))
+
+
+def test_sys_keeps_what_is_mounted_under_it_so_a_job_can_read_its_own_limits(
+    jobs: Jobs,
+) -> None:
+    host_mounts = read_mounts(Path("/proc/self/mountinfo"))
+    under_sys = sorted(str(m.point) for m in host_mounts if str(m.point).startswith("/sys/"))
+    assert "/sys/fs/cgroup" in under_sys  # what the VM (and any systemd host) has
+    cgroup2 = next(m.point for m in host_mounts if m.fstype == "cgroup2")
+    script = (
+        f"cat {cgroup2}$(cut -d: -f3 /proc/self/cgroup)/memory.max && "
+        "awk '$5 ~ \"^/sys/\" {print $5}' /proc/self/mountinfo | sort"
+    )
+    finished = run(jobs.complete("sh", "-c", script, limits=Limits(memory_bytes=64 << 20)))
+    assert finished.outcome.exit_code == 0, finished.stderr
+    memory_max, *job_under_sys = finished.stdout.decode().split()
+    assert memory_max == str(64 << 20)
+    assert job_under_sys == under_sys
 
 
 def test_uts_namespace_names_the_host_after_the_job(jobs: Jobs) -> None:

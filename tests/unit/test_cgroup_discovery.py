@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobworker.isolation.cgroups import CgroupHost, Mount, own_cgroup, read_mounts
+from jobworker.isolation.cgroups import CgroupHost, own_cgroup
 from jobworker.isolation.errors import HostUnsupported
 
 ALL_CONTROLLERS = "cpuset cpu io memory hugetlb pids rdma misc"
@@ -266,46 +266,6 @@ def test_own_group_at_the_mount_root(host):
     host.unified(own="/docker/abc", root="/docker/abc")
     found = host.discover()
     assert (found.base, found.own) == ("/jobworker", "/")
-
-
-# --- mountinfo parsing ---------------------------------------------------------
-
-
-def test_read_mounts_fields(tmp_path):
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(
-        "36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 shared:7 - ext3 /dev/root "
-        "rw,errors=continue\n"
-        "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate\n"
-        "40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd\n"
-    )
-    assert read_mounts(mountinfo) == [
-        Mount("/mnt1", Path("/mnt/parent"), "ext3", frozenset({"rw", "errors=continue"})),
-        Mount("/", Path("/sys/fs/cgroup/unified"), "cgroup2", frozenset({"rw", "nsdelegate"})),
-        Mount(
-            "/",
-            Path("/sys/fs/cgroup/systemd"),
-            "cgroup",
-            frozenset({"rw", "xattr", "name=systemd"}),
-        ),
-    ]
-
-
-def test_read_mounts_octal_escapes(tmp_path):
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(
-        r"50 31 0:40 /a\040b /mnt/with\040space\011tab\134back\012nl rw - cgroup2 none rw" + "\n"
-    )
-    [mount] = read_mounts(mountinfo)
-    assert mount.root == "/a b"
-    assert mount.point == Path("/mnt/with space\ttab\\back\nnl")
-
-
-def test_read_mounts_escapes_next_to_non_ascii(tmp_path):
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(r"50 31 0:40 / /mnt/café\040bar rw - tmpfs none rw" + "\n")
-    [mount] = read_mounts(mountinfo)
-    assert mount.point == Path("/mnt/café bar")
 
 
 def test_discovery_through_an_escaped_mount_point(tmp_path):
