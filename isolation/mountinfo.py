@@ -39,5 +39,16 @@ def read_mounts(mountinfo: Path) -> list[Mount]:
     return mounts
 
 
+def mount_points(mountinfo: str) -> list[str]:
+    """Only the mount points (field 5) of mountinfo's text, unescaped.
+
+    For the launch path: it is several times cheaper than ``read_mounts``, which
+    builds a Path and a set of options for every line.
+    """
+    return [_unescape(line.split(" ", 5)[4]) for line in mountinfo.splitlines()]
+
+
 def _unescape(text: str) -> str:
+    if "\\" not in text:  # nearly always: skip the regular expression
+        return text
     return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), text)

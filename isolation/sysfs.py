@@ -13,19 +13,17 @@ own limits) is carried over to the new /sys.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from jobworker.isolation import syscalls
-from jobworker.isolation.mountinfo import Mount, read_mounts
+from jobworker.isolation.mountinfo import mount_points
 
-SYS = Path("/sys")
+SYS = "/sys"
 
 
-def mounts_to_carry(mounts: list[Mount]) -> list[str]:
+def mounts_to_carry(points: list[str]) -> list[str]:
     """The outermost mount points below /sys; each carries what is mounted below it."""
-    below = sorted({m.point for m in mounts if SYS in m.point.parents})
-    outermost = [p for p in below if not any(q in p.parents for q in below)]
-    return [str(p) for p in outermost]
+    below = sorted({p for p in points if p.startswith(SYS + "/")})
+    return [p for p in below if not any(p.startswith(q + "/") for q in below)]
 
 
 def remount_for_network_namespace() -> None:
@@ -33,14 +31,15 @@ def remount_for_network_namespace() -> None:
 
     Only for a process in a private mount namespace: the old /sys is detached.
     """
-    points = mounts_to_carry(read_mounts(Path("/proc/self/mountinfo")))
+    with open("/proc/self/mountinfo") as mountinfo:
+        points = mounts_to_carry(mount_points(mountinfo.read()))
     trees: list[int] = []
     try:
         for point in points:
             trees.append(syscalls.clone_mount_tree(point))
-        syscalls.umount(str(SYS), syscalls.MNT_DETACH)
+        syscalls.umount(SYS, syscalls.MNT_DETACH)
         flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
-        syscalls.mount("sysfs", str(SYS), "sysfs", flags)
+        syscalls.mount("sysfs", SYS, "sysfs", flags)
         for point, tree in zip(points, trees, strict=True):
             syscalls.move_mount(tree, point)
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobworker.isolation.mountinfo import Mount, read_mounts
+from jobworker.isolation.mountinfo import Mount, mount_points, read_mounts
 
 
 def test_read_mounts_fields(tmp_path):
@@ -42,3 +42,15 @@ def test_read_mounts_escapes_next_to_non_ascii(tmp_path):
     mountinfo.write_text(r"50 31 0:40 / /mnt/café\040bar rw - tmpfs none rw" + "\n")
     [mount] = read_mounts(mountinfo)
     assert mount.point == Path("/mnt/café bar")
+
+
+def test_mount_points_agree_with_read_mounts(tmp_path):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 shared:7 - ext3 /dev/root rw\n"
+        r"50 31 0:40 /a\040b /mnt/with\040space\011tab\134back\012nl rw - cgroup2 none rw" + "\n"
+        "24 23 0:22 / /sys rw,nosuid,nodev,noexec,relatime - sysfs sys rw\n"
+    )
+    points = ["/mnt/parent", "/mnt/with space\ttab\\back\nnl", "/sys"]
+    assert mount_points(mountinfo.read_text()) == points
+    assert [str(m.point) for m in read_mounts(mountinfo)] == points
