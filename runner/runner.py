@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import resource
 import shutil
@@ -55,6 +56,7 @@ from jobworker.runner.errors import (
 from jobworker.runner.inotify import FileWatcher
 from jobworker.runner.output import OutputEvent, read_output
 from jobworker.runner.records import JobRecord, JobState
+from jobworker.runner.retention import DEFAULT_KEEP_ENDED_SECONDS, Retention
 from jobworker.runner.store import RecordStore
 
 log = logging.getLogger("jobworker.runner")
@@ -77,6 +79,8 @@ class RunnerConfig:
     stop_jobs_on_close: bool = False
     """Default False: jobs outlive a clean shutdown and are re-adopted at the next start."""
     shutdown_grace_seconds: float = 10.0
+    keep_ended_seconds: float | None = DEFAULT_KEEP_ENDED_SECONDS
+    """How long an ended job's record and output are kept (None: until removed by hand)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class Runner:
         self._always_ended = asyncio.Event()
         self._always_ended.set()
         self._closing = asyncio.Event()
+        self._retention = Retention(config.keep_ended_seconds, self._remove)
 
     @property
     def jobs_dir(self) -> Path:
@@ -213,10 +218,21 @@ class Runner:
         with contextlib.suppress(Exception):
             await stored  # the delete must come after the write
         try:
-            await self._db(self._store.delete, job_id)
+            await self._remove(job_id)
         except StorageError as error:  # the start's own error is what the caller must see
             log.warning("job %s did not start, and its record stays: %s", job_id, error)
-        shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
+
+    async def _remove(self, job_id: str) -> None:
+        """Delete a job's record and its run directory (the directory even if the record stays).
+
+        A crash in between leaves either a record whose output is gone or a directory
+        without a record; the next start removes both kinds.
+        """
+        try:
+            await self._db(self._store.delete, job_id)
+        finally:
+            rmtree = functools.partial(shutil.rmtree, self.jobs_dir / job_id, ignore_errors=True)
+            await self._db(rmtree)
 
     async def stop(self, job_id: str, grace: float, by: str) -> JobRecord:
         """Stop a job and return its final record once it has ended.
@@ -293,6 +309,7 @@ class Runner:
         Streams following a job that keeps running end here, without its end.
         """
         self._closing.set()
+        self._retention.close()
         self._watcher.wake_all()  # followers look at ``closing`` only when woken
         if self.config.stop_jobs_on_close:
             await asyncio.gather(
@@ -324,6 +341,7 @@ class Runner:
         active.record = final = active.record.finished(outcome)
         try:
             await self._db(self._store.put, final)
+            self._retention.schedule(final)
         finally:
             del self._active[final.id]
             active.ended.set()
@@ -344,6 +362,9 @@ class Runner:
             if group.name not in self._active:
                 log.warning("killing job %s: it has no record", group.name)
                 await self._launcher.discard(group, self.jobs_dir / group.name)
+        for record in await self._db(self._store.records):
+            if record.ended:
+                await self._retention.remove_or_schedule(record)
         for run_dir in self.jobs_dir.iterdir():
             if await self._db(self._store.get, run_dir.name) is None:
                 shutil.rmtree(run_dir, ignore_errors=True)

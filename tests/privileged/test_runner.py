@@ -348,6 +348,48 @@ def test_a_clean_restart_re_adopts_running_jobs(config: RunnerConfig) -> None:
     run(scenario())
 
 
+def test_ended_jobs_are_kept_for_the_configured_time_then_removed(config: RunnerConfig) -> None:
+    async def removed(runner: Runner, job_id: str) -> bool:
+        try:
+            await runner.get(job_id)
+        except JobNotFound:
+            return not (runner.jobs_dir / job_id).exists()
+        return False
+
+    async def scenario() -> None:
+        first = await Runner.open(replace(config, keep_ended_seconds=None))
+        try:
+            old = await first.start(sh("echo old"), owner="alice")
+            await until_ended(first, old.id)
+        finally:
+            await first.close()
+        # Kept while its time is not up: the record, and the output too.
+        second = await Runner.open(replace(config, keep_ended_seconds=3600))
+        try:
+            assert (await second.get(old.id)).state is JobState.EXITED
+            stdout, _, _ = await collect(await second.stream(old.id))
+            assert stdout == b"old\n"
+        finally:
+            await second.close()
+        # Overdue when the service starts: gone once it has opened.
+        third = await Runner.open(replace(config, keep_ended_seconds=0))
+        try:
+            assert await removed(third, old.id)
+            assert old.id not in [r.id for r in await third.list_jobs()]
+            # A job that ends while the service runs goes when its time is up.
+            new = await third.start(sh("echo new"), owner="alice")
+            await until_ended(third, new.id)
+            for _ in range(600):
+                if await removed(third, new.id):
+                    break
+                await asyncio.sleep(0.05)
+            assert await removed(third, new.id)
+        finally:
+            await third.close()
+
+    run(scenario())
+
+
 def test_close_can_stop_every_job(config: RunnerConfig) -> None:
     async def scenario() -> None:
         first = await Runner.open(replace(config, stop_jobs_on_close=True))
