@@ -21,7 +21,13 @@ from jobworker.cli.jobspec import (
     parse_job_id,
     parse_namespace_list,
 )
-from jobworker.cli.units import parse_cores, parse_count, parse_duration, parse_size
+from jobworker.cli.units import (
+    parse_cores,
+    parse_count,
+    parse_duration,
+    parse_duration_or_forever,
+    parse_size,
+)
 
 _CLIENT = "jobworker.cli.client"
 
@@ -199,6 +205,14 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
         default=1000,
         metavar="N",
         help="most jobs running at once (default: 1000)",
+    )
+    server.add_argument(
+        "--keep-ended",
+        type=parse_duration_or_forever,
+        default="7d",  # the runner's default too; a string, so that --help shows it as typed
+        metavar="DURATION",
+        help="how long an ended job's status and output are kept before they are removed, "
+        "e.g. 12h, 7d, 0, or forever (default: %(default)s)",
     )
     server.set_defaults(handler="jobworker.cli.serve:serve")
 

@@ -37,6 +37,7 @@ def serve(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             cgroup_parent=args.cgroup_parent,
             max_running_jobs=args.max_jobs,
+            keep_ended_seconds=args.keep_ended,
         ),
         tls=tls,
         listen=args.listen,

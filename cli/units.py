@@ -3,8 +3,8 @@
 Sizes: a number with an optional unit, ``K``, ``M``, ``G``, ``T`` (powers of
 1024, as systemd and docker read them) or ``Ki``, ``Mi``, ``Gi``, ``Ti``, any
 case, with an optional trailing ``B``: ``64M``, ``1.5G``, ``512Mi``, ``4096``.
-Durations: a number with ``ms``, ``s``, ``m`` or ``h`` (a bare number is
-seconds): ``500ms``, ``5s``, ``1.5m``.
+Durations: a number with ``ms``, ``s``, ``m``, ``h`` or ``d`` (a bare number is
+seconds): ``500ms``, ``5s``, ``1.5m``, ``7d``.
 
 Each parser raises ``argparse.ArgumentTypeError`` with a message that shows a
 valid example, so argparse reports it as a usage error naming the option.
@@ -20,11 +20,13 @@ from decimal import Decimal, InvalidOperation
 _NUMBER = r"(?P<number>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
 _SIZE = re.compile(_NUMBER + r"\s*(?:(?P<unit>[kmgt])i?)?b?", re.I)
 _SIZE_UNITS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
-_DURATION = re.compile(_NUMBER + r"\s*(?P<unit>ms|s|m|h|)", re.I)
+_DURATION = re.compile(_NUMBER + r"\s*(?P<unit>ms|s|m|h|d|)", re.I)
 _COUNT = re.compile(r"[0-9]+")
 _DURATION_UNITS = {
     "ms": Decimal("0.001"), "s": Decimal(1), "": Decimal(1), "m": Decimal(60), "h": Decimal(3600),
+    "d": Decimal(86400),
 }  # fmt: skip
+FOREVER = "forever"
 
 
 def parse_size(text: str) -> int:
@@ -43,13 +45,26 @@ def parse_size(text: str) -> int:
 
 
 def parse_duration(text: str) -> float:
-    """A duration in seconds: ``500ms``, ``5s``, ``1.5m``, ``1h``; a bare number is seconds."""
+    """A duration in seconds: ``500ms``, ``5s``, ``1.5m``, ``7d``; a bare number is seconds."""
     match = _DURATION.fullmatch(text.strip())
     if not match:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration; use a number with ms, s, m or h (e.g. 500ms, 5s, 2m)"
+            f"{text!r} is not a duration; use a number with ms, s, m, h or d (e.g. 500ms, 5s, 2m)"
         )
     return float(Decimal(match["number"]) * _DURATION_UNITS[match["unit"].lower()])
+
+
+def parse_duration_or_forever(text: str) -> float | None:
+    """A duration as ``parse_duration`` reads it, or ``forever`` (None)."""
+    if text.strip().lower() == FOREVER:
+        return None
+    try:
+        return parse_duration(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; use a number with ms, s, m, h or d (e.g. 12h, 7d), "
+            f"or {FOREVER}"
+        ) from None
 
 
 def parse_cores(text: str) -> float:

@@ -9,6 +9,7 @@ import pytest
 from jobworker.cli.errors import UsageError
 from jobworker.cli.parser import build
 from jobworker.cli.request import start_request
+from jobworker.runner.runner import RunnerConfig
 from jobworker.v1 import jobworker_pb2 as pb
 
 JOB = "0b6e1c5c-6b0b-4c5b-9d3a-3d7b1f2a9c10"
@@ -86,6 +87,12 @@ def test_run_without_options_leaves_everything_to_the_server_defaults():
     assert request == pb.StartJobRequest(command="true", limits=pb.Limits())
 
 
+def test_the_server_keeps_ended_jobs_as_long_as_the_runner_does_by_default():
+    assert parse("server").keep_ended == RunnerConfig(state_dir=Path("/s")).keep_ended_seconds
+    assert parse("server", "--keep-ended", "forever").keep_ended is None
+    assert parse("server", "--keep-ended", "12h").keep_ended == 43200.0
+
+
 def test_isolate_names_exactly_the_namespaces_a_job_gets():
     request = start_request(parse("run", "--isolate", "pid,mount", "--", "true"))
     assert dict(request.namespaces) == {
@@ -109,6 +116,7 @@ def test_isolate_names_exactly_the_namespaces_a_job_gets():
         (["run", "--bogus", "--", "true"], "unrecognized arguments: --bogus"),
         (["status", "not-a-uuid"], "'not-a-uuid' is not a job id"),
         (["stop", "--grace", "5x", JOB], "argument --grace: '5x' is not a duration"),
+        (["server", "--keep-ended", "never"], "argument --keep-ended: 'never' is not a duration"),
         (["certs", "issue", "--user", "x", "--role", "root"], "invalid choice: 'root'"),
         (["certs"], "the following arguments are required: ACTION"),
         ([], "the following arguments are required: COMMAND"),

@@ -6,7 +6,13 @@ import argparse
 
 import pytest
 
-from jobworker.cli.units import parse_cores, parse_count, parse_duration, parse_size
+from jobworker.cli.units import (
+    parse_cores,
+    parse_count,
+    parse_duration,
+    parse_duration_or_forever,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize(
@@ -38,16 +44,37 @@ def test_bad_sizes_are_refused_with_an_example(text):
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("5s", 5.0), ("500ms", 0.5), ("1.5m", 90.0), ("2h", 7200.0), ("3", 3.0), ("0s", 0.0)],
+    [
+        ("5s", 5.0),
+        ("500ms", 0.5),
+        ("1.5m", 90.0),
+        ("2h", 7200.0),
+        ("3", 3.0),
+        ("0s", 0.0),
+        ("7d", 604800.0),
+    ],
 )
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "s", "5x", "-1s", "5 sec", "1d"])
+@pytest.mark.parametrize("text", ["", "s", "5x", "-1s", "5 sec", "1w", "forever"])
 def test_bad_durations_are_refused(text):
     with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("forever", None), ("Forever", None), ("12h", 43200.0), ("0", 0.0)]
+)
+def test_durations_or_forever(text, seconds):
+    assert parse_duration_or_forever(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "never", "-1d", "7 days"])
+def test_bad_durations_or_forever_say_both_forms(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"e\.g\. 12h, 7d\), or forever"):
+        parse_duration_or_forever(text)
 
 
 def test_cores_and_counts():
