@@ -219,6 +219,27 @@ def test_a_follower_of_a_finished_job_gets_everything_and_ends(log: Path) -> Non
     assert run(main) == chunks(WRITES)
 
 
+def test_a_reader_whose_log_is_removed_meanwhile_still_reads_to_the_end(log: Path) -> None:
+    line = bytes(range(100)) * 10
+    writes = [(OUT, line)] * 3000  # several chunks: the removal comes between two of them
+    writer = OutputLogWriter(log, cap=None)
+    for stream, data in writes:
+        writer.write(stream, data)
+    writer.close()
+
+    async def main(watcher: FileWatcher) -> list[OutputEvent]:
+        ended = asyncio.Event()
+        ended.set()
+        stream = read_output(
+            log, 0, follow=True, watcher=watcher, ended=ended, closing=asyncio.Event()
+        )
+        first = await anext(stream)
+        log.unlink()  # as retention removes an ended job's run directory
+        return [first, *[event async for event in stream]]
+
+    assert joined(run(main)) == chunks(writes)
+
+
 def test_without_follow_end_ends_the_stream_before_the_job_is_declared_over(log: Path) -> None:
     writer = OutputLogWriter(log, cap=None)
     for stream, data in WRITES:
