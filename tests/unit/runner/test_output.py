@@ -164,6 +164,14 @@ def finish(writer: OutputLogWriter, watcher: FileWatcher, log: Path, ended: asyn
     declare_over(watcher, log, ended)
 
 
+def write_log(log: Path, writes: Sequence[tuple[Stream, bytes]]) -> None:
+    """A finished job's whole log: every write, then END."""
+    writer = OutputLogWriter(log, cap=None)
+    for stream, data in writes:
+        writer.write(stream, data)
+    writer.close()
+
+
 def leave_without_end(writer: OutputLogWriter) -> None:
     """Close the log the way a killed shim leaves it: no END record."""
     os.close(writer.fileno())
@@ -206,10 +214,7 @@ def test_a_follower_gets_each_chunk_as_it_is_appended_and_ends_at_end(log: Path)
 
 
 def test_a_follower_of_a_finished_job_gets_everything_and_ends(log: Path) -> None:
-    writer = OutputLogWriter(log, cap=None)
-    for stream, data in WRITES:
-        writer.write(stream, data)
-    writer.close()
+    write_log(log, WRITES)
 
     async def main(watcher: FileWatcher) -> list[OutputEvent]:
         ended = asyncio.Event()
@@ -222,10 +227,7 @@ def test_a_follower_of_a_finished_job_gets_everything_and_ends(log: Path) -> Non
 def test_a_reader_whose_log_is_removed_meanwhile_still_reads_to_the_end(log: Path) -> None:
     line = bytes(range(100)) * 10
     writes = [(OUT, line)] * 3000  # several chunks: the removal comes between two of them
-    writer = OutputLogWriter(log, cap=None)
-    for stream, data in writes:
-        writer.write(stream, data)
-    writer.close()
+    write_log(log, writes)
 
     async def main(watcher: FileWatcher) -> list[OutputEvent]:
         ended = asyncio.Event()
@@ -241,10 +243,7 @@ def test_a_reader_whose_log_is_removed_meanwhile_still_reads_to_the_end(log: Pat
 
 
 def test_without_follow_end_ends_the_stream_before_the_job_is_declared_over(log: Path) -> None:
-    writer = OutputLogWriter(log, cap=None)
-    for stream, data in WRITES:
-        writer.write(stream, data)
-    writer.close()
+    write_log(log, WRITES)
 
     async def main(watcher: FileWatcher) -> list[OutputEvent]:
         not_yet = asyncio.Event()
@@ -315,10 +314,7 @@ TOTAL = sum(len(data) for _, data in OFFSET_WRITES)
 def test_reading_from_an_offset_starts_exactly_there(
     log: Path, offset: int, *, follow: bool
 ) -> None:
-    writer = OutputLogWriter(log, cap=None)
-    for stream, data in OFFSET_WRITES:
-        writer.write(stream, data)
-    writer.close()
+    write_log(log, OFFSET_WRITES)
 
     async def main(watcher: FileWatcher) -> list[OutputEvent]:
         ended = asyncio.Event()
@@ -380,10 +376,7 @@ def test_following_from_an_offset_in_a_record_not_written_yet(log: Path) -> None
 def test_output_already_written_comes_in_chunks_of_up_to_max_record(log: Path) -> None:
     line = bytes(range(100)) * 10  # 1000 bytes, as a shim writes one small pipe read
     writes = [*[(OUT, line)] * 3000, *[(ERR, b"e" * 10)] * 5, (OUT, b"last")]
-    writer = OutputLogWriter(log, cap=None)
-    for stream, data in writes:
-        writer.write(stream, data)
-    writer.close()
+    write_log(log, writes)
 
     async def main(watcher: FileWatcher) -> list[OutputEvent]:
         return await asyncio.wait_for(collect(log, watcher, follow=False), WAIT)
