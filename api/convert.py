@@ -52,6 +52,7 @@ def start_request(request: pb.StartJobRequest) -> StartRequest:
         namespaces=_namespaces(dict(request.namespaces)),
         working_directory=request.working_directory or "/",
         environment=dict(request.environment),
+        user=request.user,
     )
 
 
@@ -101,6 +102,7 @@ def job(record: JobRecord) -> pb.Job:
         command=record.argv[0],
         args=record.argv[1:],
         working_directory=record.working_directory,
+        user=record.user,
         limits=_limits_message(record.limits),
         namespaces={name: getattr(record.namespaces, name) for name in Namespaces.names()},
         state=_STATES[record.state],

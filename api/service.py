@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
+import grpc
 from grpc import aio
 
 from jobworker.api import convert
@@ -36,10 +37,16 @@ class JobService(pb_grpc.JobServiceServicer):
         self._runner = runner
 
     async def StartJob(self, request: pb.StartJobRequest, context: Context) -> pb.Job:  # noqa: N802
-        try:
-            record = await self._runner.start(
-                convert.start_request(request), owner=current_caller().user
+        caller = current_caller()
+        default_user = self._runner.config.default_user
+        if not caller.may_run_as(request.user, default_user):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"role {caller.role.value} of {caller.user} may not run a job as {request.user} "
+                f"(uid 0); only an admin may, as the default user here is {default_user}",
             )
+        try:
+            record = await self._runner.start(convert.start_request(request), owner=caller.user)
         except RunnerError as error:
             await _abort(context, error)
         return convert.job(record)

@@ -214,6 +214,13 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
         help="how long an ended job's status and output are kept before they are removed, "
         "e.g. 12h, 7d, 0, or forever (default: %(default)s)",
     )
+    server.add_argument(
+        "--default-user",
+        default="root",
+        metavar="USER[:GROUP]",
+        help="who jobs run as when they name no user (default: root); with another default, "
+        "only admins may run jobs as root",
+    )
     server.set_defaults(handler="jobworker.cli.serve:serve")
 
 
@@ -309,6 +316,12 @@ def _run(commands: argparse._SubParsersAction[Parser], client: Parser) -> None:
         help="all namespaces but these, e.g. net",
     )
     run.add_argument("--workdir", metavar="DIR", help="working directory (default: /)")
+    run.add_argument(
+        "--user",
+        metavar="USER[:GROUP]",
+        help="run the command as this user, a name or a number (default: the server's default "
+        "user); only an admin may choose root when it is not the default",
+    )
     run.add_argument(
         "--env",
         type=parse_env,

@@ -4,7 +4,7 @@ The JSON object (a contract: scripts parse it)::
 
     id, owner                   strings
     command                     list of strings: the command and its arguments
-    working_directory           string
+    working_directory, user     strings (user as asked for: USER or USER:GROUP)
     state                       "running", "exited", "stopped" or "lost"
     exit_code                   int or null
     signal                      signal name such as "SIGKILL", or null
@@ -56,6 +56,7 @@ def job_json(job: pb.Job) -> dict[str, Any]:
         "owner": job.owner,
         "command": [job.command, *job.args],
         "working_directory": job.working_directory,
+        "user": job.user,
         "state": state_name(job),
         "exit_code": job.exit_code if job.HasField("exit_code") else None,
         "signal": (job.signal_name or f"SIG{job.signal}") if job.HasField("signal") else None,
@@ -123,6 +124,7 @@ def status_text(job: pb.Job) -> str:
         ("owner", job.owner),
         ("command", command_line(job)),
         ("workdir", job.working_directory),
+        ("user", job.user or "-"),
         ("state", ending(job)),
         ("oom_killed", "true" if job.oom_killed else "false"),
         ("created", data["created_at"] or "-"),

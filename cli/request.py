@@ -69,4 +69,5 @@ def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
         namespaces=namespaces(args.isolate, args.no_isolate),
         working_directory=args.workdir or "",
         environment=dict(args.env or ()),
+        user=args.user or "",
     )

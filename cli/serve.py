@@ -38,6 +38,7 @@ def serve(args: argparse.Namespace) -> int:
             cgroup_parent=args.cgroup_parent,
             max_running_jobs=args.max_jobs,
             keep_ended_seconds=args.keep_ended,
+            default_user=args.default_user,
         ),
         tls=tls,
         listen=args.listen,

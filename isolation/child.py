@@ -47,6 +47,10 @@ class ChildPlan:
     private_mounts: bool
     mount_proc: bool
     hostname: str | None
+    uid: int | None
+    """Set when the command runs as another user than root: then gid and groups apply too."""
+    gid: int | None
+    groups: tuple[int, ...]
     stdout_fd: int
     stderr_fd: int
     error_fd: int
@@ -158,7 +162,13 @@ def _exec(plan: ChildPlan, stage: _Stage) -> NoReturn:
     for signo in plan.ignored_signals:
         signal.signal(signo, signal.SIG_DFL)  # exec would keep them ignored
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    stage.name = "chdir"
+    if plan.uid is not None and plan.gid is not None:
+        stage.name = "user"
+        # Groups first: once the uid is not 0, there is no permission left to change them.
+        os.setgroups(plan.groups)
+        os.setresgid(plan.gid, plan.gid, plan.gid)
+        os.setresuid(plan.uid, plan.uid, plan.uid)
+    stage.name = "chdir"  # as the user: a directory they may not enter is refused
     os.chdir(plan.cwd)
     stage.name = "exec"
     os.execvpe(plan.argv[0], plan.argv, plan.env)

@@ -132,7 +132,7 @@ class Launcher:
         return shim.Request(
             job_id=spec.job_id,
             argv=list(spec.argv),
-            env=job_environment(spec.job_id, spec.env),
+            env=job_environment(spec.job_id, spec.env, spec.user),
             cwd=spec.cwd,
             cgroup=str(cgroup.path),
             run_dir=str(spec.run_dir),
@@ -141,6 +141,9 @@ class Launcher:
             unshare_flags=namespaces.unshare_flags(),
             private_mounts=namespaces.mount,
             hostname=spec.job_id if namespaces.uts else None,
+            uid=spec.user.uid if spec.user else None,
+            gid=spec.user.gid if spec.user else None,
+            groups=list(spec.user.groups) if spec.user else [],
         )
 
     async def _spawn(

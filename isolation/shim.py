@@ -92,6 +92,10 @@ class Request:
     unshare_flags: int
     private_mounts: bool
     hostname: str | None
+    uid: int | None
+    """The user the command runs as; None keeps the shim's (root), gid and groups too."""
+    gid: int | None
+    groups: list[int]
 
     def to_json(self) -> bytes:
         """Wire form: UTF-8, so it stays close to the size the spec caps (under MAX_REQUEST)."""
@@ -234,6 +238,9 @@ class _Shim:
             private_mounts=request.private_mounts,
             mount_proc=request.pid_namespace,
             hostname=request.hostname,
+            uid=request.uid,
+            gid=request.gid,
+            groups=tuple(request.groups),
             stdout_fd=self.pipes.stdout_w,
             stderr_fd=self.pipes.stderr_w,
             error_fd=self.pipes.error_w,
@@ -337,6 +344,9 @@ def _rehearse(pipes: _Pipes, ignored_signals: tuple[int, ...]) -> None:
         unshare_flags=0,
         private_mounts=False,
         hostname=None,
+        uid=65534,
+        gid=65534,
+        groups=[65534],
     )
     request = Request.from_json(rehearsal.to_json())
     shim = _Shim(request, pipes, ignored_signals)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobworker.isolation.credentials import Credentials
 from jobworker.isolation.errors import InvalidSpec
 from jobworker.isolation.limits import Limits, cgroup_settings
 from jobworker.isolation.namespaces import Namespaces
@@ -20,13 +21,18 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def job_environment(job_id: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def job_environment(
+    job_id: str, extra: Mapping[str, str] | None = None, user: Credentials | None = None
+) -> dict[str, str]:
     """The environment a job starts with: a fixed minimal one plus what the caller adds.
 
     The service's own environment never leaks into jobs (it may hold secrets),
-    just as systemd services start from a clean environment.
+    just as systemd services start from a clean environment. A job run as a
+    user gets that user's HOME, USER and LOGNAME, as systemd's User= does.
     """
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "JOBWORKER_JOB_ID": job_id}
+    if user is not None:
+        env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
     env.update(extra or {})
     return env
 
@@ -43,6 +49,8 @@ class JobSpec:
     limits: Limits = field(default_factory=Limits)
     namespaces: Namespaces = field(default_factory=Namespaces)
     output_cap: int | None = None
+    user: Credentials | None = None
+    """None: the command runs as the service does (root), with all its groups."""
 
     def validate(self, *, sys_root: Path = Path("/sys")) -> list[tuple[str, str]]:
         """Refuse anything invalid before a cgroup or process exists; return the cgroup settings."""

@@ -42,6 +42,8 @@ class JobRecord:
     owner: str
     argv: tuple[str, ...]
     working_directory: str
+    user: str
+    """As the caller gave it (or the service's default): USER or USER:GROUP."""
     limits: Limits
     namespaces: Namespaces
     state: JobState
@@ -96,6 +98,7 @@ class JobRecord:
             "owner": self.owner,
             "argv": list(self.argv),
             "working_directory": self.working_directory,
+            "user": self.user,
             "limits": {
                 "cpu_cores": limits.cpu_cores,
                 "memory_bytes": limits.memory_bytes,
@@ -126,6 +129,7 @@ class JobRecord:
             owner=data["owner"],
             argv=tuple(data["argv"]),
             working_directory=data["working_directory"],
+            user=data.get("user", "root"),  # records from before users could be chosen
             limits=Limits(
                 cpu_cores=limits["cpu_cores"],
                 memory_bytes=limits["memory_bytes"],

@@ -36,6 +36,7 @@ from typing import TypeVar
 
 from jobworker.isolation import errors as isolation
 from jobworker.isolation.cgroups import CgroupHost
+from jobworker.isolation.credentials import Credentials
 from jobworker.isolation.launcher import Launcher, RunningJob
 from jobworker.isolation.limits import Limits
 from jobworker.isolation.namespaces import Namespaces
@@ -81,6 +82,8 @@ class RunnerConfig:
     shutdown_grace_seconds: float = 10.0
     keep_ended_seconds: float | None = DEFAULT_KEEP_ENDED_SECONDS
     """How long an ended job's record and output are kept (None: until removed by hand)."""
+    default_user: str = "root"
+    """Who a job runs as when its request names nobody: USER or USER:GROUP."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ class StartRequest:
     namespaces: Namespaces = field(default_factory=Namespaces)
     working_directory: str = "/"
     environment: Mapping[str, str] = field(default_factory=dict)
+    user: str = ""
+    """USER or USER:GROUP, names or numbers; empty means the configured default user."""
 
 
 class _Active:
@@ -133,6 +138,10 @@ class Runner:
             host = CgroupHost.discover(parent=config.cgroup_parent)
         except isolation.HostUnsupported as error:
             raise HostUnsupported(str(error)) from None
+        try:
+            Credentials.resolve(config.default_user)
+        except isolation.InvalidSpec as error:
+            raise InvalidRequest("default_user", error.reason) from None
         (config.state_dir / "jobs").mkdir(parents=True, exist_ok=True, mode=0o700)
         store = RecordStore(config.state_dir / "jobworker.db")
         try:
@@ -168,17 +177,19 @@ class Runner:
 
     async def _start(self, request: StartRequest, owner: str) -> JobRecord:
         job_id = str(uuid.uuid4())
-        spec = JobSpec(
-            job_id=job_id,
-            argv=(request.command, *request.args),
-            run_dir=self.jobs_dir / job_id,
-            env=request.environment,
-            cwd=request.working_directory,
-            limits=request.limits,
-            namespaces=request.namespaces,
-            output_cap=self.config.output_cap_bytes,
-        )
+        user = request.user or self.config.default_user
         try:
+            spec = JobSpec(
+                job_id=job_id,
+                argv=(request.command, *request.args),
+                run_dir=self.jobs_dir / job_id,
+                env=request.environment,
+                cwd=request.working_directory,
+                limits=request.limits,
+                namespaces=request.namespaces,
+                output_cap=self.config.output_cap_bytes,
+                user=Credentials.resolve(user),
+            )
             settings = spec.validate()  # before anything exists, the record included
         except isolation.InvalidSpec as error:
             raise _translate(error) from None
@@ -187,6 +198,7 @@ class Runner:
             owner=owner,
             argv=spec.argv,
             working_directory=spec.cwd,
+            user=user,
             limits=spec.limits,
             namespaces=spec.namespaces,
             state=JobState.RUNNING,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jobworker.isolation.credentials import Credentials
 from jobworker.isolation.launcher import Launcher, RunningJob
 from jobworker.isolation.limits import Limits
 from jobworker.isolation.namespaces import Namespaces
@@ -50,6 +51,7 @@ class Jobs:
         cwd: str = "/",
         env: dict[str, str] | None = None,
         output_cap: int | None = None,
+        user: Credentials | None = None,
     ) -> JobSpec:
         job_id = str(uuid.uuid4())
         run_dir = self.root / job_id
@@ -63,6 +65,7 @@ class Jobs:
             limits=limits or Limits(),
             namespaces=namespaces if namespaces is not None else Namespaces(),
             output_cap=output_cap,
+            user=user,
         )
 
     async def start(self, *argv: str, **options: Any) -> RunningJob:

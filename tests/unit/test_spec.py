@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from jobworker.isolation.credentials import Credentials
 from jobworker.isolation.errors import InvalidDevice, InvalidSpec
 from jobworker.isolation.limits import IOLimit, Limits
 from jobworker.isolation.namespaces import Namespaces
@@ -224,6 +225,19 @@ def test_job_environment_does_not_inherit_the_service_environment(monkeypatch):
     env = job_environment("job-7")
     assert "JOBWORKER_TEST_SECRET" not in env
     assert env["PATH"] == DEFAULT_PATH
+
+
+def test_job_environment_of_a_user_names_them_and_their_home():
+    user = Credentials(name="alice", uid=1000, gid=1000, groups=(1000, 27), home="/home/alice")
+    assert job_environment("job-7", {"LANG": "C.UTF-8"}, user) == {
+        "PATH": DEFAULT_PATH,
+        "HOME": "/home/alice",
+        "USER": "alice",
+        "LOGNAME": "alice",
+        "JOBWORKER_JOB_ID": "job-7",
+        "LANG": "C.UTF-8",
+    }
+    assert job_environment("job-7", {"HOME": "/tmp"}, user)["HOME"] == "/tmp"  # the caller's wins
 
 
 def test_job_environment_extras_add_and_override():

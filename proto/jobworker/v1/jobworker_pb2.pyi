@@ -133,6 +133,7 @@ class Job(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     STOPPED_BY_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, a UUID."""
     owner: _builtins.str
@@ -155,6 +156,8 @@ class Job(_message.Message):
     """Who asked the job to stop, if anyone did."""
     note: _builtins.str
     """Anything unusual about how the job ended, for people."""
+    user: _builtins.str
+    """The user the command runs as, as it was asked for (or the server's default)."""
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The command's arguments."""
@@ -206,10 +209,11 @@ class Job(_message.Message):
         usage: Global___ResourceUsage | None = ...,
         stopped_by: _builtins.str = ...,
         note: _builtins.str = ...,
+        user: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_signal", b"_signal", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "limits", b"limits", "signal", b"signal", "start_time", b"start_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_signal", b"_signal", "args", b"args", "command", b"command", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "id", b"id", "limits", b"limits", "namespaces", b"namespaces", "note", b"note", "oom_killed", b"oom_killed", "owner", b"owner", "signal", b"signal", "signal_name", b"signal_name", "start_time", b"start_time", "state", b"state", "stopped_by", b"stopped_by", "usage", b"usage", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_signal", b"_signal", "args", b"args", "command", b"command", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "id", b"id", "limits", b"limits", "namespaces", b"namespaces", "note", b"note", "oom_killed", b"oom_killed", "owner", b"owner", "signal", b"signal", "signal_name", b"signal_name", "start_time", b"start_time", "state", b"state", "stopped_by", b"stopped_by", "usage", b"usage", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -443,10 +447,17 @@ class StartJobRequest(_message.Message):
     NAMESPACES_FIELD_NUMBER: _builtins.int
     WORKING_DIRECTORY_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
     command: _builtins.str
     """The command: a path, or a name looked up on the job's PATH. Required."""
     working_directory: _builtins.str
     """The working directory, an absolute path; default "/"."""
+    user: _builtins.str
+    """The user the command runs as: USER or USER:GROUP, each a name or a number
+    (a number without a passwd entry needs its group). Empty: the server's
+    default user. Only an admin may choose a user with uid 0 when that is not
+    the default. The job also gets the user's groups, HOME, USER and LOGNAME.
+    """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Its arguments. Command and arguments must not contain NUL bytes, and
@@ -478,10 +489,11 @@ class StartJobRequest(_message.Message):
         namespaces: _abc.Mapping[_builtins.str, _builtins.bool] | None = ...,
         working_directory: _builtins.str = ...,
         environment: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        user: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "environment", b"environment", "limits", b"limits", "namespaces", b"namespaces", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "environment", b"environment", "limits", b"limits", "namespaces", b"namespaces", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

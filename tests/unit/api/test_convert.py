@@ -41,6 +41,7 @@ def test_a_start_request_keeps_unset_limits_unset() -> None:
         limits=pb.Limits(memory_bytes=64 << 20, io=[pb.IoLimit(device="8:0", write_iops=50)]),
         namespaces={"net": False},
         environment={"A": "1"},
+        user="nobody:nogroup",
     )
     start = convert.start_request(request)
     assert start.command == "make"
@@ -49,6 +50,8 @@ def test_a_start_request_keeps_unset_limits_unset() -> None:
     assert start.namespaces == Namespaces(net=False)
     assert start.working_directory == "/"
     assert start.environment == {"A": "1"}
+    assert start.user == "nobody:nogroup"
+    assert convert.start_request(pb.StartJobRequest(command="x")).user == ""  # the default
 
 
 def test_namespaces_default_to_on_and_unknown_ones_are_refused() -> None:
@@ -85,6 +88,7 @@ def record(**changes: object) -> JobRecord:
         owner="bob",
         argv=("sh", "-c", "exit 3"),
         working_directory="/tmp",
+        user="nobody",
         limits=Limits(cpu_cores=0.5, io=(IOLimit("/dev/vda", read_bps=1 << 20),)),
         namespaces=Namespaces(net=False),
         state=JobState.RUNNING,
@@ -98,6 +102,7 @@ def test_a_running_job_has_no_end_and_no_exit_status() -> None:
     assert message.state == pb.JOB_STATE_RUNNING
     assert message.command == "sh"
     assert list(message.args) == ["-c", "exit 3"]
+    assert message.user == "nobody"
     assert dict(message.namespaces) == {
         "pid": True, "mount": True, "net": False, "uts": True, "ipc": True,
     }  # fmt: skip

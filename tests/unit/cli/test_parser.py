@@ -62,7 +62,7 @@ def test_run_builds_the_whole_request():
         "--io-read-bps", "/dev/vda=10M", "--io-write-iops", "/dev/vda=100",
         "--io-write-bps", "8:16=1M", "--no-isolate", "net,uts",
         "--workdir", "/tmp", "--env", "A=1", "--env", "B=x=y", "--follow",
-        "--", "make", "test",
+        "--user", "nobody:nogroup", "--", "make", "test",
     )  # fmt: skip
     request = start_request(args)
     assert args.follow
@@ -80,6 +80,7 @@ def test_run_builds_the_whole_request():
     }  # fmt: skip
     assert request.working_directory == "/tmp"
     assert dict(request.environment) == {"A": "1", "B": "x=y"}
+    assert request.user == "nobody:nogroup"
 
 
 def test_run_without_options_leaves_everything_to_the_server_defaults():
@@ -91,6 +92,12 @@ def test_the_server_keeps_ended_jobs_as_long_as_the_runner_does_by_default():
     assert parse("server").keep_ended == RunnerConfig(state_dir=Path("/s")).keep_ended_seconds
     assert parse("server", "--keep-ended", "forever").keep_ended is None
     assert parse("server", "--keep-ended", "12h").keep_ended == 43200.0
+
+
+def test_the_servers_default_user_is_the_runners():
+    default = RunnerConfig(state_dir=Path("/s")).default_user
+    assert parse("server").default_user == default == "root"
+    assert parse("server", "--default-user", "nobody").default_user == "nobody"
 
 
 def test_isolate_names_exactly_the_namespaces_a_job_gets():

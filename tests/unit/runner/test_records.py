@@ -34,6 +34,7 @@ def running(**changes: object) -> JobRecord:
         "owner": "alice",
         "argv": ("sh", "-c", "exit 3"),
         "working_directory": "/",
+        "user": "nobody",
         "limits": Limits(),
         "namespaces": Namespaces(),
         "state": JobState.RUNNING,
@@ -224,6 +225,12 @@ def test_json_is_what_dataclasses_asdict_gave_so_stored_records_stay_readable(
         moment = getattr(record, name)
         expected[name] = moment.isoformat() if moment else None
     assert record.to_json() == json.dumps(expected)
+
+
+def test_a_record_stored_before_users_could_be_chosen_ran_as_root() -> None:
+    data = json.loads(running().to_json())
+    del data["user"]
+    assert JobRecord.from_json(json.dumps(data)) == running(user="root")
 
 
 def test_json_round_trip_keeps_types() -> None:

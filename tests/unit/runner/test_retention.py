@@ -29,6 +29,7 @@ def ended(job_id: str, ago: float) -> JobRecord:
         owner="alice",
         argv=("true",),
         working_directory="/",
+        user="root",
         limits=Limits(),
         namespaces=Namespaces(),
         state=JobState.EXITED,

@@ -28,6 +28,7 @@ def record(job_id: str, owner: str = "alice", created_at: datetime = T0) -> JobR
         owner=owner,
         argv=("sleep", "10"),
         working_directory="/tmp",
+        user="1000:1000",
         limits=Limits(cpu_cores=0.5, io=(IOLimit(device="8:0", read_bps=1 << 20),)),
         namespaces=Namespaces(net=False),
         state=JobState.RUNNING,
