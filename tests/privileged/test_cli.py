@@ -142,7 +142,8 @@ def test_private_keys_are_mode_0600(cli: Cli) -> None:
 def test_run_prints_only_the_id_and_logs_keep_the_streams_apart(cli: Cli) -> None:
     started = cli(
         "run", "--memory", "64M", "--cpu", "0.5", "--pids", "20", "--env", "WHO=world",
-        "--no-isolate", "net", "--", "sh", "-c", "echo hello $WHO; echo oops >&2",
+        "--no-isolate", "net", "--user", "nobody", "--",
+        "sh", "-c", "echo hello $WHO; echo oops >&2",
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
     job_id = started.stdout.removesuffix("\n")
@@ -155,6 +156,7 @@ def test_run_prints_only_the_id_and_logs_keep_the_streams_apart(cli: Cli) -> Non
     assert set(status) == STATUS_KEYS
     assert status["id"] == job_id
     assert status["owner"] == "admin"
+    assert status["user"] == "nobody"
     assert status["command"] == ["sh", "-c", "echo hello $WHO; echo oops >&2"]
     assert (status["state"], status["exit_code"], status["signal"]) == ("exited", 0, None)
     assert status["oom_killed"] is False
