@@ -7,9 +7,9 @@ give them. A number that the passwd database does not know needs its group
 spelled out: falling back to group 0 (root), as runc and docker do, would
 quietly grant the root group's files.
 
-Resolution happens in the service, once per start: the job's first process
-only applies the numbers (NSS lookups may talk to a directory server, which
-has no place between clone and exec).
+Resolution happens in the service (at each start, or once for the service's
+default user): the job's first process only applies the numbers (NSS lookups
+may talk to a directory server, which has no place between clone and exec).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Credentials:
 
 def _passwd_entry(user: str) -> pwd.struct_passwd | None:
     """The user's passwd entry; None for a number that has none."""
-    if user.isdecimal():
+    if _is_number(user):
         uid = _number(user, "uid")
         try:
             return pwd.getpwuid(uid)
@@ -77,12 +77,16 @@ def _passwd_entry(user: str) -> pwd.struct_passwd | None:
 
 
 def _group_id(group: str) -> int:
-    if group.isdecimal():
+    if _is_number(group):
         return _number(group, "gid")
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
         raise InvalidSpec("user", f"no such group: {group}") from None
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdecimal()  # not "١٢٣", which int() would also read
 
 
 def _number(text: str, kind: str) -> int:

@@ -68,6 +68,7 @@ def test_a_number_without_a_passwd_entry_needs_its_group() -> None:
         ("no-such-user-here", "no such user: no-such-user-here"),
         ("nobody:no-such-group-here", "no such group: no-such-group-here"),
         ("4294967295:0", "uid 4294967295 is out of range"),
+        ("\u0661\u0662:0", "no such user: \u0661\u0662"),  # digits, but not ASCII ones
         ("nobody:99999999999", "gid 99999999999 is out of range"),
     ],
 )
