@@ -30,6 +30,7 @@ METHOD_PERMISSIONS: dict[str, Permission] = {
     _SERVICE + "GetJob": Permission.READ,
     _SERVICE + "ListJobs": Permission.READ,
     _SERVICE + "StreamJobOutput": Permission.READ,
+    _SERVICE + "RemoveJob": Permission.WRITE,
     "/grpc.health.v1.Health/Check": Permission.READ,
     "/grpc.health.v1.Health/Watch": Permission.READ,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Permission.READ,

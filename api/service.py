@@ -98,6 +98,16 @@ class JobService(pb_grpc.JobServiceServicer):
             async for event in events:
                 yield convert.output_event(event)
 
+    async def RemoveJob(  # noqa: N802
+        self, request: pb.RemoveJobRequest, context: Context
+    ) -> pb.RemoveJobResponse:
+        try:
+            record = await self._visible(request.id)
+            await self._runner.remove(record.id)
+        except RunnerError as error:
+            await _abort(context, error)
+        return pb.RemoveJobResponse()
+
     async def _visible(self, raw_id: str) -> JobRecord:
         """The job's record if the caller may see it; otherwise exactly like a missing job."""
         job_id = convert.job_id(raw_id)

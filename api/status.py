@@ -20,6 +20,7 @@ _CODES: tuple[tuple[type[errors.RunnerError], grpc.StatusCode], ...] = (
     (errors.LimitUnenforceable, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.StartFailed, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.HostUnsupported, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.JobStillRunning, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.CapacityExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 

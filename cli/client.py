@@ -1,4 +1,4 @@
-"""The client commands: ``run``, ``status``, ``logs``, ``stop`` and ``ls``.
+"""The client commands: ``run``, ``status``, ``logs``, ``stop``, ``rm`` and ``ls``.
 
 Each takes the parsed arguments and returns the exit status; failures are raised as
 ``CliError`` (gRPC errors translated by ``connection``). Standard output carries only
@@ -112,6 +112,13 @@ def stop(args: argparse.Namespace) -> int:
     with session(args) as stub:
         job = stub.StopJob(request, timeout=CALL_TIMEOUT + (args.grace or 10.0))
     print(f"{job.id}: {render.ending(job)}")
+    return 0
+
+
+def rm(args: argparse.Namespace) -> int:
+    """Remove an ended job; silent on success, as rm is."""
+    with session(args) as stub:
+        stub.RemoveJob(pb.RemoveJobRequest(id=args.id), timeout=CALL_TIMEOUT)
     return 0
 
 

@@ -97,6 +97,19 @@ def build() -> Parser:
         help="time between SIGTERM and SIGKILL, e.g. 500ms, 5s (server default: 10s)",
     )
 
+    rm = _command(
+        commands,
+        "rm",
+        "remove an ended job: its status and output",
+        "jobworker rm 0b6e...",
+        "rm",
+        parents=[client],
+        description="Remove an ended job's record and output now (the server removes them "
+        "by itself once it has kept them for its --keep-ended time). A running job is "
+        "refused: stop it first.",
+    )
+    rm.add_argument("id", type=parse_job_id, metavar="ID", help="the job's id")
+
     ls = _command(
         commands,
         "ls",

@@ -63,6 +63,10 @@ class HostUnsupported(RunnerError):
     """The host cannot isolate jobs; the message says what is missing and how to fix it."""
 
 
+class JobStillRunning(RunnerError):
+    """The job is running, and the call needs a job that has ended."""
+
+
 class CapacityExhausted(RunnerError):
     """As many jobs are running as the configuration allows."""
 

@@ -48,6 +48,12 @@ class Retention:
             self._seconds_left(record), self._start_removal, record.id
         )
 
+    def forget(self, job_id: str) -> None:
+        """Drop the job's pending removal: it was removed by other means."""
+        timer = self._timers.pop(job_id, None)
+        if timer is not None:
+            timer.cancel()
+
     def close(self) -> None:
         """Cancel every pending removal; the next start schedules them again."""
         for timer in self._timers.values():

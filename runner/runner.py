@@ -49,6 +49,7 @@ from jobworker.runner.errors import (
     InternalError,
     InvalidRequest,
     JobNotFound,
+    JobStillRunning,
     LimitUnenforceable,
     StartFailed,
     StartFailure,
@@ -296,6 +297,18 @@ class Runner:
             for r in records
             if r.ended or r.id in self._active
         ]
+
+    async def remove(self, job_id: str) -> None:
+        """Remove an ended job's record and output now, before retention would."""
+        active = self._active.get(job_id)
+        if active is not None:
+            if not active.record.ended:
+                raise JobStillRunning(f"job {job_id} is running; stop it first")
+            await active.ended.wait()  # its final record is being stored: after that
+        await self.get(job_id)  # JobNotFound if there is no such job
+        self._retention.forget(job_id)
+        await self._remove(job_id)
+        log.info("job %s removed on request", job_id)
 
     async def stream(
         self, job_id: str, offset: int = 0, *, follow: bool = True

@@ -193,7 +193,7 @@ def test_another_users_job_answers_exactly_like_a_missing_one(
     with client(server, pki, "bob") as bob, client(server, pki, "carol") as carol:
         job = sleeper(bob)
         try:
-            for rpc in ("GetJob", "StopJob", "StreamJobOutput"):
+            for rpc in ("GetJob", "StopJob", "StreamJobOutput", "RemoveJob"):
                 other = _error_of(carol, rpc, job.id)
                 absent = _error_of(carol, rpc, missing)
                 assert other.code() == absent.code() == grpc.StatusCode.NOT_FOUND
@@ -209,8 +209,37 @@ def _error_of(stub: pb_grpc.JobServiceStub, rpc: str, job_id: str) -> grpc.Call:
         "GetJob": lambda: stub.GetJob(pb.GetJobRequest(id=job_id)),
         "StopJob": lambda: stub.StopJob(pb.StopJobRequest(id=job_id)),
         "StreamJobOutput": lambda: stub.StreamJobOutput(pb.StreamJobOutputRequest(id=job_id)),
+        "RemoveJob": lambda: stub.RemoveJob(pb.RemoveJobRequest(id=job_id)),
     }
     return refusal(requests[rpc])
+
+
+def test_remove_job_takes_an_ended_job_away_and_refuses_a_running_one(
+    server: ServerThread, pki: Pki
+) -> None:
+    with (
+        client(server, pki, "bob") as bob,
+        client(server, pki, "alice") as alice,
+        client(server, pki, "admin") as admin,
+    ):
+        job = sleeper(bob)
+        try:
+            running = refusal(lambda: bob.RemoveJob(pb.RemoveJobRequest(id=job.id)))
+            assert running.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert running.details() == f"job {job.id} is running; stop it first"
+            reader = refusal(lambda: alice.RemoveJob(pb.RemoveJobRequest(id=job.id)))
+            assert reader.code() == grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            bob.StopJob(pb.StopJobRequest(id=job.id, grace_period=Duration(seconds=0)))
+        assert bob.RemoveJob(pb.RemoveJobRequest(id=job.id)) == pb.RemoveJobResponse()
+        assert _error_of(bob, "GetJob", job.id).code() == grpc.StatusCode.NOT_FOUND
+        listed = admin.ListJobs(pb.ListJobsRequest(include_ended=True, page_size=1000))
+        assert job.id not in [j.id for j in listed.jobs]
+        assert _error_of(bob, "RemoveJob", job.id).code() == grpc.StatusCode.NOT_FOUND
+        ended = bob.StartJob(shell("true"))
+        wait_ended(bob, ended.id)
+        admin.RemoveJob(pb.RemoveJobRequest(id=ended.id))  # an admin removes anyone's
+        assert _error_of(bob, "GetJob", ended.id).code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_a_user_with_two_certificates_is_one_owner(server: ServerThread, pki: Pki) -> None:

@@ -239,6 +239,11 @@ def test_ls_logs_detach_and_stop_with_grace(cli: Cli) -> None:
     hog = next(job for job in everything if job["command"] == ["tail", "/dev/zero"])
     assert (hog["oom_killed"], hog["signal"], hog["state"]) == (True, "SIGKILL", "exited")
 
+    removed = cli("rm", job_id)
+    assert (removed.returncode, removed.stdout, removed.stderr) == (0, "", "")
+    gone = cli("status", job_id)
+    assert (gone.returncode, gone.stderr) == (1, f"jobworker: no job {job_id}\n")
+
 
 def test_client_flags_go_anywhere_and_win_over_the_environment(cli: Cli) -> None:
     bare = {k: v for k, v in os.environ.items() if not k.startswith("JOBWORKER_")}

@@ -60,6 +60,11 @@ class JobServiceStub:
                 request_serializer=jobworker_dot_v1_dot_jobworker__pb2.StreamJobOutputRequest.SerializeToString,
                 response_deserializer=jobworker_dot_v1_dot_jobworker__pb2.StreamJobOutputResponse.FromString,
                 _registered_method=True)
+        self.RemoveJob = channel.unary_unary(
+                '/jobworker.v1.JobService/RemoveJob',
+                request_serializer=jobworker_dot_v1_dot_jobworker__pb2.RemoveJobRequest.SerializeToString,
+                response_deserializer=jobworker_dot_v1_dot_jobworker__pb2.RemoveJobResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -109,6 +114,16 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveJob(self, request, context):
+        """Removes an ended job now: its record and its output (the server removes
+        them by itself some time after the job ended, as configured). A running job
+        is refused with FAILED_PRECONDITION: stop it first. Readers already
+        streaming its output read on to the end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +151,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.StreamJobOutput,
                     request_deserializer=jobworker_dot_v1_dot_jobworker__pb2.StreamJobOutputRequest.FromString,
                     response_serializer=jobworker_dot_v1_dot_jobworker__pb2.StreamJobOutputResponse.SerializeToString,
+            ),
+            'RemoveJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveJob,
+                    request_deserializer=jobworker_dot_v1_dot_jobworker__pb2.RemoveJobRequest.FromString,
+                    response_serializer=jobworker_dot_v1_dot_jobworker__pb2.RemoveJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +294,33 @@ class JobService:
             '/jobworker.v1.JobService/StreamJobOutput',
             jobworker_dot_v1_dot_jobworker__pb2.StreamJobOutputRequest.SerializeToString,
             jobworker_dot_v1_dot_jobworker__pb2.StreamJobOutputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobworker.v1.JobService/RemoveJob',
+            jobworker_dot_v1_dot_jobworker__pb2.RemoveJobRequest.SerializeToString,
+            jobworker_dot_v1_dot_jobworker__pb2.RemoveJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

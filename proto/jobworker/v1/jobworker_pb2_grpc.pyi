@@ -62,6 +62,12 @@ class JobServiceStub:
     live until the job has ended (and its final state is recorded); without, it
     ends at the output written so far.
     """
+    RemoveJob: _grpc.UnaryUnaryMultiCallable[_jobworker_pb2.RemoveJobRequest, _jobworker_pb2.RemoveJobResponse]
+    """Removes an ended job now: its record and its output (the server removes
+    them by itself some time after the job ended, as configured). A running job
+    is refused with FAILED_PRECONDITION: stop it first. Readers already
+    streaming its output read on to the end.
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -88,6 +94,12 @@ class JobServiceAsyncStub(JobServiceStub):
     """Streams a job's output from an offset. With follow, the stream continues
     live until the job has ended (and its final state is recorded); without, it
     ends at the output written so far.
+    """
+    RemoveJob: _aio.UnaryUnaryMultiCallable[_jobworker_pb2.RemoveJobRequest, _jobworker_pb2.RemoveJobResponse]  # type: ignore[assignment]
+    """Removes an ended job now: its record and its output (the server removes
+    them by itself some time after the job ended, as configured). A running job
+    is refused with FAILED_PRECONDITION: stop it first. Readers already
+    streaming its output read on to the end.
     """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -142,6 +154,18 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams a job's output from an offset. With follow, the stream continues
         live until the job has ended (and its final state is recorded); without, it
         ends at the output written so far.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveJob(
+        self,
+        request: _jobworker_pb2.RemoveJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobworker_pb2.RemoveJobResponse, _abc.Awaitable[_jobworker_pb2.RemoveJobResponse]]:
+        """Removes an ended job now: its record and its output (the server removes
+        them by itself some time after the job ended, as configured). A running job
+        is refused with FAILED_PRECONDITION: stop it first. Readers already
+        streaming its output read on to the end.
         """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -9,7 +9,7 @@ from jobworker.api.policy import METHOD_PERMISSIONS, Caller
 from jobworker.v1 import jobworker_pb2
 
 SERVICE = jobworker_pb2.DESCRIPTOR.services_by_name["JobService"]
-WRITES = {"StartJob", "StopJob"}
+WRITES = {"StartJob", "StopJob", "RemoveJob"}
 
 
 def test_every_rpc_of_the_schema_is_in_the_table() -> None:

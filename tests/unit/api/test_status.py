@@ -20,6 +20,7 @@ from jobworker.runner import errors
             grpc.StatusCode.FAILED_PRECONDITION,
         ),
         (errors.HostUnsupported("no cgroup v2"), grpc.StatusCode.FAILED_PRECONDITION),
+        (errors.JobStillRunning("job x is running"), grpc.StatusCode.FAILED_PRECONDITION),
         (errors.CapacityExhausted("1000 jobs"), grpc.StatusCode.RESOURCE_EXHAUSTED),
     ],
     ids=lambda value: type(value).__name__,

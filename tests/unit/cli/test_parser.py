@@ -50,7 +50,12 @@ def test_client_flags_are_accepted_after_the_positional_id():
 
 
 def test_every_client_command_takes_the_connection_flags():
-    for argv in (["logs", "-f", JOB], ["stop", "--grace", "500ms", JOB], ["ls", "--all"]):
+    for argv in (
+        ["logs", "-f", JOB],
+        ["stop", "--grace", "500ms", JOB],
+        ["ls", "--all"],
+        ["rm", JOB],
+    ):
         args = parse(*argv, "--tls-dir", "/t", "--server", "h:2")
         assert (args.tls_dir, args.server) == (Path("/t"), "h:2")
     assert parse("stop", "--grace", "500ms", JOB).grace == 0.5
@@ -123,6 +128,7 @@ def test_isolate_names_exactly_the_namespaces_a_job_gets():
         (["run", "--bogus", "--", "true"], "unrecognized arguments: --bogus"),
         (["status", "not-a-uuid"], "'not-a-uuid' is not a job id"),
         (["stop", "--grace", "5x", JOB], "argument --grace: '5x' is not a duration"),
+        (["rm", "not-a-uuid"], "'not-a-uuid' is not a job id"),
         (["server", "--keep-ended", "never"], "argument --keep-ended: 'never' is not a duration"),
         (["certs", "issue", "--user", "x", "--role", "root"], "invalid choice: 'root'"),
         (["certs"], "the following arguments are required: ACTION"),
