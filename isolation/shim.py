@@ -121,7 +121,10 @@ def serve(connection: socket.socket) -> NoReturn:
         _send(connection, READY, fds=[own_pidfd, error_r])  # the launcher reads it, not us
         os.close(own_pidfd)
         os.close(error_r)
-        message, fds, _flags, _address = socket.recv_fds(connection, MAX_REQUEST, 1)
+        try:
+            message, fds, _flags, _address = socket.recv_fds(connection, MAX_REQUEST, 1)
+        except ConnectionResetError:  # the service was killed: nothing to report, nobody to tell
+            os._exit(0)
         if not message:
             os._exit(0)  # the launcher closed, or has no job for this spare
         request = Request.from_json(message)
