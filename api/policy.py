@@ -66,7 +66,7 @@ class Caller:
         """Whose jobs a listing shows: the caller's own, or everyone's for an admin."""
         return None if self.role is Role.ADMIN else self.user
 
-    def may_run_as(self, user: str, default: str) -> bool:
+    def may_run_as(self, user: str, default: Credentials) -> bool:
         """Whether this caller may start a job as ``user`` (empty: the service's default).
 
         As Nomad's user denylist does by default, only root is held back: a
@@ -75,7 +75,7 @@ class Caller:
         """
         if self.role is Role.ADMIN or not user:
             return True
-        return not _is_root(user) or _is_root(default)
+        return not _is_root(user) or default.is_root
 
 
 def _is_root(user: str) -> bool:

@@ -37,13 +37,12 @@ class JobService(pb_grpc.JobServiceServicer):
         self._runner = runner
 
     async def StartJob(self, request: pb.StartJobRequest, context: Context) -> pb.Job:  # noqa: N802
-        caller = current_caller()
-        default_user = self._runner.config.default_user
+        caller, default_user = current_caller(), self._runner.default_user
         if not caller.may_run_as(request.user, default_user):
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"role {caller.role.value} of {caller.user} may not run a job as {request.user} "
-                f"(uid 0); only an admin may, as the default user here is {default_user}",
+                f"(uid 0); only an admin may, as the default user here is {default_user.name}",
             )
         try:
             record = await self._runner.start(convert.start_request(request), owner=caller.user)

@@ -137,6 +137,11 @@ class Runner:
         self._retention = Retention(config.keep_ended_seconds, self._remove)
 
     @property
+    def default_user(self) -> Credentials:
+        """Who jobs run as when they name nobody, as resolved when the runner opened."""
+        return self._default_user
+
+    @property
     def jobs_dir(self) -> Path:
         """Where each job's run directory lives."""
         return self.config.state_dir / "jobs"
@@ -246,8 +251,8 @@ class Runner:
     async def _remove(self, job_id: str) -> None:
         """Delete a job's record and its run directory (the directory even if the record stays).
 
-        A crash in between leaves either a record whose output is gone or a directory
-        without a record; the next start removes both kinds.
+        A crash in between leaves a directory without a record, which the next start
+        removes, or a record whose output is gone, which retention removes when due.
         """
         try:
             await self._db(self._store.delete, job_id)
