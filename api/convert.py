@@ -43,8 +43,8 @@ def job_id(text: str) -> str:
         raise InvalidRequest("id", f"{text!r} is not a job id (a UUID)") from None
 
 
-def start_request(request: pb.StartJobRequest) -> StartRequest:
-    """The runner's request for a StartJob call."""
+def start_request(request: pb.StartJobRequest, *, by_admin: bool) -> StartRequest:
+    """The runner's request for a StartJob call; ``by_admin`` if the caller may run as anyone."""
     return StartRequest(
         command=request.command,
         args=tuple(request.args),
@@ -53,6 +53,7 @@ def start_request(request: pb.StartJobRequest) -> StartRequest:
         working_directory=request.working_directory or "/",
         environment=dict(request.environment),
         user=request.user,
+        user_by_admin=by_admin,
     )
 
 
@@ -110,6 +111,8 @@ def job(record: JobRecord) -> pb.Job:
         oom_killed=record.oom_killed,
         stopped_by=record.stopped_by or "",
         note=record.note or "",
+        uid=record.uid,
+        gid=record.gid,
     )
     if record.started_at is not None:
         message.start_time.CopyFrom(_timestamp(record.started_at))

@@ -11,8 +11,6 @@ import enum
 from dataclasses import dataclass
 
 from jobworker.api.certs import Role
-from jobworker.isolation.credentials import Credentials
-from jobworker.isolation.errors import InvalidSpec
 
 
 class Permission(enum.Enum):
@@ -66,20 +64,10 @@ class Caller:
         """Whose jobs a listing shows: the caller's own, or everyone's for an admin."""
         return None if self.role is Role.ADMIN else self.user
 
-    def may_run_as(self, user: str, default: Credentials) -> bool:
-        """Whether this caller may start a job as ``user`` (empty: the service's default).
+    @property
+    def may_run_as_anyone(self) -> bool:
+        """Whether jobs may run as any user; others get the server's default or allowed users.
 
-        As Nomad's user denylist does by default, only root is held back: a
-        non-admin may name any user whose uid is not 0, and root only where the
-        default user is root anyway (naming it then changes nothing).
+        Which users those are is the runner's policy (``jobworker.runner.users``).
         """
-        if self.role is Role.ADMIN or not user:
-            return True
-        return not _is_root(user) or default.is_root
-
-
-def _is_root(user: str) -> bool:
-    try:
-        return Credentials.resolve(user).is_root
-    except InvalidSpec:
-        return False  # not a user at all: the start refuses it with the precise reason
+        return self.role is Role.ADMIN

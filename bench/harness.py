@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +43,15 @@ class Harness:
             parent = f"/jobworker-bench-{uuid.uuid4().hex[:8]}"
             self._stack.callback(shutil.rmtree, state, ignore_errors=True)
             self._stack.callback(remove_cgroup_tree, parent)
+            # Jobs must be able to reach their homes: not below a mode-0700 scratch folder.
+            homes = Path(tempfile.mkdtemp(prefix="jobworker-bench-homes-", dir="/run"))
+            self._stack.callback(shutil.rmtree, homes, ignore_errors=True)
             jobs = max(1000, self.settings.sizes.scale_jobs + 16)
             arguments = [
                 "--state-dir", str(state),
                 "--tls-dir", str(self.tls_dir),
                 "--cgroup-parent", parent,
+                "--home-root", str(homes),
                 "--max-running-jobs", str(jobs),
             ]  # fmt: skip
             ready = self.work_dir / "server.ready"

@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--tls-dir", type=Path, required=True)
     parser.add_argument("--ready-file", type=Path, required=True)
     parser.add_argument("--cgroup-parent", default="/jobworker-bench")
+    parser.add_argument("--home-root", type=Path, required=True, help="transient users' homes")
     parser.add_argument("--max-running-jobs", type=int, default=1000)
     parser.add_argument("--output-cap", type=int, default=0, help="bytes per job; 0: no cap")
     args = parser.parse_args()
@@ -38,6 +39,7 @@ def main() -> None:
         runner=RunnerConfig(
             state_dir=args.state_dir,
             cgroup_parent=args.cgroup_parent,
+            home_root=args.home_root,
             output_cap_bytes=args.output_cap or None,
             max_running_jobs=args.max_running_jobs,
             stop_jobs_on_close=True,

@@ -26,6 +26,7 @@ from jobworker.cli.units import (
     parse_count,
     parse_duration,
     parse_duration_or_forever,
+    parse_id_range,
     parse_size,
 )
 
@@ -227,12 +228,38 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
         help="how long an ended job's status and output are kept before they are removed, "
         "e.g. 12h, 7d, 0, or forever (default: %(default)s)",
     )
-    server.add_argument(
+    users = server.add_argument_group(
+        "who jobs run as",
+        "By default every job runs as a transient user of its own (uid from the transient "
+        "range, private home, no supplementary groups). Non-admins may name only the default "
+        "user or an --allow-user account; admins may name anyone.",
+    )
+    users.add_argument(
         "--default-user",
-        default="root",
         metavar="USER[:GROUP]",
-        help="who jobs run as when they name no user (default: root); with another default, "
-        "only admins may run jobs as root",
+        help="a fixed account for jobs that name no user, instead of a transient user per job",
+    )
+    users.add_argument(
+        "--allow-user",
+        action="append",
+        default=[],
+        metavar="USER[:GROUP]",
+        help="an account non-admins may also run jobs as (repeatable); with its groups "
+        "exactly: allowing nobody does not allow nobody:disk",
+    )
+    users.add_argument(
+        "--transient-ids",
+        type=parse_id_range,
+        metavar="FIRST-LAST",
+        help="uids (and gids) for transient users, which no account may use (default: "
+        "65,536 ids from 1879048192, in a range systemd leaves unused)",
+    )
+    users.add_argument(
+        "--home-root",
+        type=Path,
+        metavar="DIR",
+        help="where transient users' home directories go (default: the state directory's "
+        "name with -home, e.g. /var/lib/jobworker-home)",
     )
     server.set_defaults(handler="jobworker.cli.serve:serve")
 
@@ -333,7 +360,8 @@ def _run(commands: argparse._SubParsersAction[Parser], client: Parser) -> None:
         "--user",
         metavar="USER[:GROUP]",
         help="run the command as this user, a name or a number (default: the server's default "
-        "user); only an admin may choose root when it is not the default",
+        "user, usually a transient user of the job's own); non-admins may name only users "
+        "the server allows",
     )
     run.add_argument(
         "--env",

@@ -4,7 +4,9 @@ The JSON object (a contract: scripts parse it)::
 
     id, owner                   strings
     command                     list of strings: the command and its arguments
-    working_directory, user     strings (user as asked for: USER or USER:GROUP)
+    working_directory, user     strings (user as asked for, USER or USER:GROUP, or the
+                                name of the job's transient user, "job-" and 8 hex digits)
+    uid, gid                    ints: the ids the command runs as (null in old records)
     state                       "running", "exited", "stopped" or "lost"
     exit_code                   int or null
     signal                      signal name such as "SIGKILL", or null
@@ -57,6 +59,8 @@ def job_json(job: pb.Job) -> dict[str, Any]:
         "command": [job.command, *job.args],
         "working_directory": job.working_directory,
         "user": job.user,
+        "uid": job.uid if job.HasField("uid") else None,
+        "gid": job.gid if job.HasField("gid") else None,
         "state": state_name(job),
         "exit_code": job.exit_code if job.HasField("exit_code") else None,
         "signal": (job.signal_name or f"SIG{job.signal}") if job.HasField("signal") else None,
@@ -124,7 +128,7 @@ def status_text(job: pb.Job) -> str:
         ("owner", job.owner),
         ("command", command_line(job)),
         ("workdir", job.working_directory),
-        ("user", job.user or "-"),
+        ("user", user_text(job)),
         ("state", ending(job)),
         ("oom_killed", "true" if job.oom_killed else "false"),
         ("created", data["created_at"] or "-"),
@@ -139,6 +143,13 @@ def status_text(job: pb.Job) -> str:
     if job.note:
         lines.append(("note", job.note))
     return "".join(f"{name + ':':<12}{value}\n" for name, value in lines)
+
+
+def user_text(job: pb.Job) -> str:
+    """Who the job runs as, e.g. ``job-0b6e1c5c (uid 1879048200, gid 1879048200)``."""
+    if not job.HasField("uid"):
+        return job.user or "-"
+    return f"{job.user} (uid {job.uid}, gid {job.gid})"
 
 
 def limits_text(limits: pb.Limits) -> str:

@@ -32,6 +32,8 @@ def serve(args: argparse.Namespace) -> int:
         host = CgroupHost.discover(parent=args.cgroup_parent)
     except HostUnsupported as error:
         raise CliError(f"this host cannot run jobs: {error}") from None
+    # Options left out keep the runner's own defaults, written there once.
+    given = {"transient_ids": args.transient_ids, "home_root": args.home_root}
     config = ServerConfig(
         runner=RunnerConfig(
             state_dir=args.state_dir,
@@ -39,6 +41,8 @@ def serve(args: argparse.Namespace) -> int:
             max_running_jobs=args.max_jobs,
             keep_ended_seconds=args.keep_ended,
             default_user=args.default_user,
+            allowed_users=tuple(args.allow_user),
+            **{name: value for name, value in given.items() if value is not None},
         ),
         tls=tls,
         listen=args.listen,

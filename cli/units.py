@@ -83,3 +83,15 @@ def parse_count(text: str) -> int:
     if not _COUNT.fullmatch(text.strip()) or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number more than 0")
     return int(text)
+
+
+def parse_id_range(text: str) -> tuple[int, int]:
+    """An inclusive range of user ids: ``FIRST-LAST``, e.g. ``1879048192-1879113727``."""
+    first, dash, last = text.strip().partition("-")
+    if not (dash and _COUNT.fullmatch(first) and _COUNT.fullmatch(last)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a range of ids FIRST-LAST")
+    if not 0 < int(first) <= int(last) <= 2**32 - 2:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: ids go from 1 to {2**32 - 2}, and FIRST may not exceed LAST"
+        )
+    return int(first), int(last)

@@ -47,10 +47,14 @@ class ChildPlan:
     private_mounts: bool
     mount_proc: bool
     hostname: str | None
+    account_files: tuple[str, str] | None
+    """A passwd and a group file to show as /etc/passwd and /etc/group (needs private mounts)."""
     uid: int | None
     """Set when the command runs as another user than root: then gid and groups apply too."""
     gid: int | None
     groups: tuple[int, ...]
+    no_new_privs: bool
+    """Whether exec may never raise privileges again (setuid binaries run as the caller)."""
     stdout_fd: int
     stderr_fd: int
     error_fd: int
@@ -105,6 +109,11 @@ def _set_up(plan: ChildPlan, stage: _Stage) -> None:
         if plan.netns_fd is not None:  # joined above; the descriptor is closed by now
             stage.name = "sysfs"
             sysfs.remount_for_network_namespace()
+        if plan.account_files is not None:
+            stage.name = "accounts"
+            passwd, group = plan.account_files
+            syscalls.mount(passwd, "/etc/passwd", None, syscalls.MS_BIND)
+            syscalls.mount(group, "/etc/group", None, syscalls.MS_BIND)
     if plan.mount_proc:
         stage.name = "mount"
         flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
@@ -168,6 +177,9 @@ def _exec(plan: ChildPlan, stage: _Stage) -> NoReturn:
         os.setgroups(plan.groups)
         os.setresgid(plan.gid, plan.gid, plan.gid)
         os.setresuid(plan.uid, plan.uid, plan.uid)
+    if plan.no_new_privs:
+        stage.name = "no_new_privs"
+        syscalls.set_no_new_privs()
     stage.name = "chdir"  # as the user: a directory they may not enter is refused
     os.chdir(plan.cwd)
     stage.name = "exec"

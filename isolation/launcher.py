@@ -128,7 +128,7 @@ class Launcher:
             asyncio.get_running_loop().call_soon(self._order_spares)
 
     def _request(self, spec: JobSpec, cgroup: JobCgroup) -> shim.Request:
-        namespaces = spec.namespaces
+        namespaces, user = spec.namespaces, spec.user
         return shim.Request(
             job_id=spec.job_id,
             argv=list(spec.argv),
@@ -141,9 +141,14 @@ class Launcher:
             unshare_flags=namespaces.unshare_flags(),
             private_mounts=namespaces.mount,
             hostname=spec.job_id if namespaces.uts else None,
-            uid=spec.user.uid if spec.user else None,
-            gid=spec.user.gid if spec.user else None,
-            groups=list(spec.user.groups) if spec.user else [],
+            uid=user.uid if user else None,
+            gid=user.gid if user else None,
+            groups=list(user.groups) if user else [],
+            # Every job not run as root: setuid programs cannot make it root again.
+            no_new_privs=user is not None and not user.is_root,
+            account=list(user.account_lines())
+            if user is not None and not user.listed and namespaces.mount
+            else None,
         )
 
     async def _spawn(

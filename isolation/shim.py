@@ -59,6 +59,8 @@ OUTPUT_LOG = "output.log"
 OUTCOME = "outcome.json"
 SHIM_STATE = "shim.json"
 SHIM_LOG = "shim.log"
+ACCOUNT_FILES = ("passwd", "group")
+"""The job's view of /etc/passwd and /etc/group, when its user needs naming there."""
 
 READY = b"ready"
 MAX_REQUEST = 1 << 20
@@ -96,6 +98,9 @@ class Request:
     """The user the command runs as; None keeps the shim's (root), gid and groups too."""
     gid: int | None
     groups: list[int]
+    no_new_privs: bool
+    account: list[str] | None
+    """A passwd and a group line naming a user the host does not know, for the job's /etc."""
 
     def to_json(self) -> bytes:
         """Wire form: UTF-8, so it stays close to the size the spec caps (under MAX_REQUEST)."""
@@ -184,8 +189,8 @@ class _Shim:
         log = OutputLogWriter(self.run_dir / OUTPUT_LOG, request.output_cap)
         status_r, status_w = os.pipe2(os.O_CLOEXEC) if request.pid_namespace else (-1, -1)
         started_at = utcnow()
-        plan = self._plan(status_w, netns_fd)  # before the clone: the child does less
         try:
+            plan = self._plan(status_w, netns_fd)  # before the clone: the child does less
             pid, main_pidfd = self._clone()
         except _SetupFailed as failed:
             self._release_cgroup()
@@ -241,15 +246,38 @@ class _Shim:
             private_mounts=request.private_mounts,
             mount_proc=request.pid_namespace,
             hostname=request.hostname,
+            account_files=self._account_files(),
             uid=request.uid,
             gid=request.gid,
             groups=tuple(request.groups),
+            no_new_privs=request.no_new_privs,
             stdout_fd=self.pipes.stdout_w,
             stderr_fd=self.pipes.stderr_w,
             error_fd=self.pipes.error_w,
             status_fd=status_w if status_w >= 0 else None,
             ignored_signals=self.ignored_signals,
         )
+
+    def _account_files(self) -> tuple[str, str] | None:
+        """The host's passwd and group, each with the job's user added, in the run directory.
+
+        The job sees them in place of /etc/passwd and /etc/group (bind mounts in its
+        own mount namespace), so programs that look their user up (``id -un``,
+        ``whoami``, git, ssh) find a name for a user the host does not know.
+        """
+        if self.request.account is None:
+            return None
+        paths = []
+        try:
+            for name, line in zip(ACCOUNT_FILES, self.request.account, strict=True):
+                host = Path("/etc", name).read_text()
+                path = self.run_dir / name
+                path.write_text(host + ("" if host.endswith("\n") or not host else "\n") + line)
+                path.chmod(0o644)
+                paths.append(str(path))
+        except OSError as error:
+            raise _SetupFailed("accounts", error.errno or 0, str(error)) from None
+        return paths[0], paths[1]
 
     def _save_state(self, pid: int, started_at: datetime) -> None:
         """Record who we are so a restarted service can find us and the job again."""
@@ -350,6 +378,8 @@ def _rehearse(pipes: _Pipes, ignored_signals: tuple[int, ...]) -> None:
         uid=65534,
         gid=65534,
         groups=[65534],
+        no_new_privs=True,
+        account=None,
     )
     request = Request.from_json(rehearsal.to_json())
     shim = _Shim(request, pipes, ignored_signals)

@@ -5,9 +5,12 @@
     RunnerError
     ├── JobNotFound          no job with that id
     ├── InvalidRequest       a start request is invalid; ``field`` names the culprit
+    ├── UserNotAllowed       the caller may not run a job as the user it named
     ├── LimitUnenforceable   a valid limit this host cannot give (more CPUs than it has)
     ├── StartFailed          the command could not be started; ``reason`` says why
     ├── HostUnsupported      this host cannot run jobs (raised when the runner opens)
+    ├── InvalidConfiguration the runner's configuration cannot work (raised when it opens)
+    ├── JobStillRunning      the call needs an ended job, and this one runs
     ├── CapacityExhausted    the configured number of running jobs is reached
     ├── StorageError         the state directory or the record database failed
     └── InternalError        a bug in jobworker, not a problem with the request
@@ -32,6 +35,10 @@ class InvalidRequest(RunnerError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class UserNotAllowed(RunnerError):
+    """The caller may not run a job as the user it asked for (see ``users``)."""
 
 
 class LimitUnenforceable(RunnerError):
@@ -61,6 +68,10 @@ class StartFailed(RunnerError):
 
 class HostUnsupported(RunnerError):
     """The host cannot isolate jobs; the message says what is missing and how to fix it."""
+
+
+class InvalidConfiguration(RunnerError):
+    """The runner cannot open with this configuration; the message says what to change."""
 
 
 class JobStillRunning(RunnerError):

@@ -43,7 +43,8 @@ class JobRecord:
     argv: tuple[str, ...]
     working_directory: str
     user: str
-    """As the caller gave it (or the service's default): USER or USER:GROUP."""
+    """As the caller gave it (or the service's default): USER or USER:GROUP; for a transient
+    user, the name it has in the job's own /etc/passwd (``job-`` and the id's first 8 digits)."""
     limits: Limits
     namespaces: Namespaces
     state: JobState
@@ -56,6 +57,9 @@ class JobRecord:
     usage: Usage | None = None
     stopped_by: str | None = None
     note: str | None = None
+    uid: int | None = None
+    """The user and group ids the command runs as (None in records from before they were kept)."""
+    gid: int | None = None
 
     @property
     def ended(self) -> bool:
@@ -116,6 +120,8 @@ class JobRecord:
             "usage": _shallow(self.usage) if self.usage is not None else None,
             "stopped_by": self.stopped_by,
             "note": self.note,
+            "uid": self.uid,
+            "gid": self.gid,
         }
         return json.dumps(data)
 
@@ -147,6 +153,8 @@ class JobRecord:
             usage=Usage(**data["usage"]) if data["usage"] is not None else None,
             stopped_by=data["stopped_by"],
             note=data["note"],
+            uid=data.get("uid"),
+            gid=data.get("gid"),
         )
 
 

@@ -6,10 +6,13 @@ descriptors; each reader is an async generator with one descriptor. Record
 writes go to the database through one dedicated thread, in order, so the loop
 never waits on fsync.
 
-State directory::
+State directory (mode 0700: job records name commands, which may be confidential)::
 
-    <state>/jobworker.db        job records (SQLite, WAL, fsync on commit)
+    <state>/jobworker.db        job records (SQLite, WAL, fsync on commit; mode 0600)
     <state>/jobs/<id>/          the job's run directory: output.log, outcome.json, ...
+
+Transient users' home directories live apart, in ``<state>-home/<id>`` by
+default (mode 0711: a job can reach its own home without seeing the others).
 
 Restart: jobs are left running when the service stops (unless configured
 otherwise) and re-adopted when it starts again: the shim of each job kept
@@ -25,8 +28,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import resource
 import shutil
+import stat
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -35,18 +40,18 @@ from pathlib import Path
 from typing import TypeVar
 
 from jobworker.isolation import errors as isolation
-from jobworker.isolation.cgroups import CgroupHost
-from jobworker.isolation.credentials import Credentials
+from jobworker.isolation.cgroups import CgroupHost, Usage
 from jobworker.isolation.launcher import Launcher, RunningJob
 from jobworker.isolation.limits import Limits
 from jobworker.isolation.namespaces import Namespaces
-from jobworker.isolation.outcome import utcnow
+from jobworker.isolation.outcome import Outcome, utcnow
 from jobworker.isolation.shim import OUTPUT_LOG
 from jobworker.isolation.spec import JobSpec
 from jobworker.runner.errors import (
     CapacityExhausted,
     HostUnsupported,
     InternalError,
+    InvalidConfiguration,
     InvalidRequest,
     JobNotFound,
     JobStillRunning,
@@ -60,6 +65,7 @@ from jobworker.runner.output import OutputEvent, read_output
 from jobworker.runner.records import JobRecord, JobState
 from jobworker.runner.retention import DEFAULT_KEEP_ENDED_SECONDS, Retention
 from jobworker.runner.store import RecordStore
+from jobworker.runner.users import DEFAULT_TRANSIENT_IDS, IdRange, TransientUsers, UserPolicy
 
 log = logging.getLogger("jobworker.runner")
 T = TypeVar("T")
@@ -83,10 +89,21 @@ class RunnerConfig:
     shutdown_grace_seconds: float = 10.0
     keep_ended_seconds: float | None = DEFAULT_KEEP_ENDED_SECONDS
     """How long an ended job's record and output are kept (None: until removed by hand)."""
-    default_user: str = "root"
-    """Who a job runs as when its request names nobody: USER or USER:GROUP. Resolved once,
-    when the runner opens: a lookup costs ~30 µs natively, but 8 ms in the test VM, where
-    it was a tenth of a start; a user named in a request is looked up at each start."""
+    default_user: str | None = None
+    """Who a job runs as when its request names nobody: USER or USER:GROUP, or None for a
+    transient user of its own (see ``users``). Resolved once, when the runner opens."""
+    allowed_users: tuple[str, ...] = ()
+    """Accounts (USER or USER:GROUP) that non-admins may name besides the default user."""
+    transient_ids: tuple[int, int] = DEFAULT_TRANSIENT_IDS
+    """First and last uid (and gid) of transient users; checked to be free at open."""
+    home_root: Path | None = None
+    """Where transient users' homes go; None: ``<state_dir>-home`` beside the state directory.
+    Every directory above it must be searchable by others, or jobs could not reach them."""
+
+    @property
+    def homes(self) -> Path:
+        """The directory that holds transient users' home directories."""
+        return self.home_root or self.state_dir.with_name(self.state_dir.name + "-home")
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,8 @@ class StartRequest:
     environment: Mapping[str, str] = field(default_factory=dict)
     user: str = ""
     """USER or USER:GROUP, names or numbers; empty means the configured default user."""
+    user_by_admin: bool = False
+    """Whether the caller may choose any user; otherwise only the default or an allowed one."""
 
 
 class _Active:
@@ -120,10 +139,11 @@ class Runner:
         config: RunnerConfig,
         launcher: Launcher,
         store: RecordStore,
-        default_user: Credentials,
+        users: UserPolicy,
     ) -> None:
         self.config = config
-        self._default_user = default_user
+        self._users = users
+        self._transient = TransientUsers(IdRange(*config.transient_ids), config.homes)
         self._launcher = launcher
         self._store = store
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobworker-db")
@@ -137,11 +157,6 @@ class Runner:
         self._retention = Retention(config.keep_ended_seconds, self._remove)
 
     @property
-    def default_user(self) -> Credentials:
-        """Who jobs run as when they name nobody, as resolved when the runner opened."""
-        return self._default_user
-
-    @property
     def jobs_dir(self) -> Path:
         """Where each job's run directory lives."""
         return self.config.state_dir / "jobs"
@@ -153,11 +168,8 @@ class Runner:
             host = CgroupHost.discover(parent=config.cgroup_parent)
         except isolation.HostUnsupported as error:
             raise HostUnsupported(str(error)) from None
-        try:
-            default_user = Credentials.resolve(config.default_user)
-        except isolation.InvalidSpec as error:
-            raise InvalidRequest("default_user", error.reason) from None
-        (config.state_dir / "jobs").mkdir(parents=True, exist_ok=True, mode=0o700)
+        users = await asyncio.to_thread(_prepare_users, config)
+        _prepare_state_dir(config.state_dir)
         store = RecordStore(config.state_dir / "jobworker.db")
         try:
             launcher = Launcher.start(host)
@@ -168,7 +180,7 @@ class Runner:
             raise
         # Only now: the fork server, and so every shim and job, keeps the limit we were given.
         _raise_open_file_limit()
-        runner = cls(config, launcher, store, default_user)
+        runner = cls(config, launcher, store, users)
         try:
             await runner._recover()
         except BaseException:
@@ -192,27 +204,28 @@ class Runner:
 
     async def _start(self, request: StartRequest, owner: str) -> JobRecord:
         job_id = str(uuid.uuid4())
-        try:
-            spec = JobSpec(
-                job_id=job_id,
-                argv=(request.command, *request.args),
-                run_dir=self.jobs_dir / job_id,
-                env=request.environment,
-                cwd=request.working_directory,
-                limits=request.limits,
-                namespaces=request.namespaces,
-                output_cap=self.config.output_cap_bytes,
-                user=Credentials.resolve(request.user) if request.user else self._default_user,
-            )
-            settings = spec.validate()  # before anything exists, the record included
-        except isolation.InvalidSpec as error:
-            raise _translate(error) from None
+        spec = JobSpec(
+            job_id=job_id,
+            argv=(request.command, *request.args),
+            run_dir=self.jobs_dir / job_id,
+            env=request.environment,
+            cwd=request.working_directory,
+            limits=request.limits,
+            namespaces=request.namespaces,
+            output_cap=self.config.output_cap_bytes,
+        )
+        # Off the event loop: user lookups may ask a directory server, validation
+        # stats device paths, and the job's directories are made on disk.
+        spec, settings = await asyncio.to_thread(self._prepare, spec, request)
+        assert spec.user is not None
         record = JobRecord(
             id=job_id,
             owner=owner,
             argv=spec.argv,
             working_directory=spec.cwd,
-            user=request.user or self.config.default_user,
+            user=spec.user.name,
+            uid=spec.user.uid,
+            gid=spec.user.gid,
             limits=spec.limits,
             namespaces=spec.namespaces,
             state=JobState.RUNNING,
@@ -223,30 +236,68 @@ class Runner:
         # start time takes that from the job's shim when it re-adopts the job.
         stored = asyncio.ensure_future(self._db(self._store.put, record))
         try:
-            spec.run_dir.mkdir(mode=0o700)
             handle = await self._launcher.launch(spec, settings)
         except BaseException as error:
-            await self._forget(job_id, stored)
+            await self._forget(record, stored)
             raise _translate(error) from None
         try:
             await stored
         except BaseException:
             await handle.stop(grace=0)
-            await self._forget(job_id, stored)
+            await self._forget(record, stored)
             raise
         record = replace(record, started_at=handle.started_at)
         self._track(record, handle)
         log.info("job %s started for %s: %s", job_id, owner, " ".join(spec.argv))
         return record
 
-    async def _forget(self, job_id: str, stored: asyncio.Future[None]) -> None:
+    def _prepare(
+        self, spec: JobSpec, request: StartRequest
+    ) -> tuple[JobSpec, list[tuple[str, str]]]:
+        """Who the job runs as, its validated cgroup settings, its directories (blocking).
+
+        Nothing exists yet when a check fails; once the directories are being made,
+        a failure removes them and gives a transient user back.
+        """
+        try:
+            user = self._users.choose(request.user, anyone=request.user_by_admin)
+            settings = spec.validate()  # before anything exists, the record included
+        except isolation.InvalidSpec as error:
+            raise _translate(error) from None
+        if user is None:
+            user = self._transient.allocate(spec.job_id)
+        spec = replace(spec, user=user)
+        try:
+            spec.run_dir.mkdir(mode=0o700)
+            if not user.listed:
+                home = Path(user.home)
+                home.mkdir(mode=0o700)
+                os.chown(home, user.uid, user.gid)
+        except BaseException:
+            self._clean_up_user(spec.job_id, user.uid)
+            shutil.rmtree(spec.run_dir, ignore_errors=True)
+            raise
+        return spec, settings
+
+    async def _forget(self, record: JobRecord, stored: asyncio.Future[None]) -> None:
         """Undo a start that failed: no record and no files are left of it."""
         with contextlib.suppress(Exception):
             await stored  # the delete must come after the write
+        await asyncio.to_thread(self._clean_up_user, record.id, record.uid)
         try:
-            await self._remove(job_id)
+            await self._remove(record.id)
         except StorageError as error:  # the start's own error is what the caller must see
-            log.warning("job %s did not start, and its record stays: %s", job_id, error)
+            log.warning("job %s did not start, and its record stays: %s", record.id, error)
+
+    def _clean_up_user(self, job_id: str, uid: int | None) -> None:
+        """Remove a transient user's home and give its uid back (blocking).
+
+        Only for a job whose cgroup is gone: nothing of it can still run as that uid.
+        """
+        if uid is None or uid not in self._transient.ids:
+            return
+        shutil.rmtree(self._transient.home_of(job_id), ignore_errors=True)
+        self._transient.release(uid)
 
     async def _remove(self, job_id: str) -> None:
         """Delete a job's record and its run directory (the directory even if the record stays).
@@ -373,7 +424,16 @@ class Runner:
         task.add_done_callback(self._watchers.discard)
 
     async def _watch(self, active: _Active) -> None:
-        outcome = await active.handle.wait()
+        try:
+            outcome = await active.handle.wait()
+        except Exception as error:
+            # Whatever broke, the job gets a final record: it must never stay "running".
+            log.exception("job %s: watching its end failed", active.record.id)
+            outcome = _unobserved(
+                active.record,
+                f"jobworker failed while the job ended ({error}); its exit status "
+                "is unknown and anything left of it was killed",
+            )
         # No await between reading and replacing the record: a concurrent stop()
         # then sees the final record and does not write over it.
         active.record = final = active.record.finished(outcome)
@@ -384,28 +444,53 @@ class Runner:
             del self._active[final.id]
             active.ended.set()
             self._watcher.wake(self.jobs_dir / final.id / OUTPUT_LOG)  # its followers look now
+            if not active.handle.cgroup.path.exists():  # else its uid stays taken until a restart
+                await asyncio.to_thread(self._clean_up_user, final.id, final.uid)
         log.info("job %s %s: %s", final.id, final.state.value, _describe_end(final))
 
     async def _recover(self) -> None:
+        """Take over what an earlier run left; one job's damage never stops the service."""
         for record in await self._db(self._store.running):
-            adopted = self._launcher.adopt(record.id, self.jobs_dir / record.id)
-            if isinstance(adopted, RunningJob):
-                self._track(replace(record, started_at=adopted.started_at), adopted)
-                log.info("job %s re-adopted", record.id)
-            else:
-                final = record.finished(adopted)
-                await self._db(self._store.put, final)
-                log.info("job %s ended while the service was down: %s", record.id, final.state)
+            await self._readopt(record)
         for group in self._launcher.leftover_groups():
             if group.name not in self._active:
-                log.warning("killing job %s: it has no record", group.name)
-                await self._launcher.discard(group, self.jobs_dir / group.name)
+                log.warning("killing job %s: it has no running record", group.name)
+                try:
+                    await self._launcher.discard(group, self.jobs_dir / group.name)
+                except Exception:
+                    log.exception("job %s: its leftovers could not be removed", group.name)
         for record in await self._db(self._store.records):
             if record.ended:
                 await self._retention.remove_or_schedule(record)
+            if record.uid is not None:
+                self._transient.continue_after(record.uid)  # the newest record's comes last
         for run_dir in self.jobs_dir.iterdir():
             if await self._db(self._store.get, run_dir.name) is None:
                 shutil.rmtree(run_dir, ignore_errors=True)
+        for home in self._transient.home_root.iterdir():
+            if home.name not in self._active:  # its job is over: give nothing of it to the next
+                shutil.rmtree(home, ignore_errors=True)
+
+    async def _readopt(self, record: JobRecord) -> None:
+        """Track a job that was running when the service last stopped, or record its end."""
+        try:
+            adopted = self._launcher.adopt(record.id, self.jobs_dir / record.id)
+        except Exception as error:  # its cgroup is killed with the jobs that have no record
+            log.exception("job %s could not be re-adopted", record.id)
+            adopted = _unobserved(
+                record,
+                f"the job could not be re-adopted after a restart of jobworker ({error}); its "
+                "exit status is unknown and anything left of it was killed",
+            )
+        if isinstance(adopted, RunningJob):
+            if record.uid is not None:
+                self._transient.keep(record.uid)
+            self._track(replace(record, started_at=adopted.started_at), adopted)
+            log.info("job %s re-adopted", record.id)
+            return
+        final = record.finished(adopted)
+        await self._db(self._store.put, final)
+        log.info("job %s ended while the service was down: %s", record.id, final.state)
 
     async def _db(self, call: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, call, *args)
@@ -433,6 +518,68 @@ def _translate(error: BaseException) -> BaseException:
     if isinstance(error, isolation.IsolationError):
         return InternalError(str(error))
     return error
+
+
+def _unobserved(record: JobRecord, note: str) -> Outcome:
+    """How a job ended when that could not be observed: exit status unknown, ``note`` why."""
+    return Outcome(
+        exit_code=None,
+        signal=None,
+        oom_killed=False,
+        usage=Usage(),
+        started_at=record.started_at or record.created_at,
+        ended_at=utcnow(),
+        note=note,
+    )
+
+
+def _prepare_users(config: RunnerConfig) -> UserPolicy:
+    """Resolve the configured users, check the transient range and its homes (blocking)."""
+    policy = UserPolicy.resolve(config.default_user, config.allowed_users)
+    first, last = config.transient_ids
+    if not 0 < first <= last <= 2**32 - 2:
+        raise InvalidConfiguration(f"transient user ids {first}-{last} are not a range of uids")
+    IdRange(first, last).check_unused()
+    _prepare_home_root(config.homes)
+    return policy
+
+
+def _prepare_home_root(root: Path) -> None:
+    """Make the directory of transient users' homes, reachable by them and by nobody else.
+
+    Mode 0711: a job may enter its own home inside, but not list the others. Every
+    directory above must let others search it too, or no job could reach its home.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        info = root.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0:
+            raise InvalidConfiguration(
+                f"{root} must be a directory owned by root, to hold transient users' homes"
+            )
+        root.chmod(0o711)
+    except OSError as error:
+        raise InvalidConfiguration(
+            f"cannot prepare {root} for transient users' homes: {error.strerror}"
+        ) from None
+    for directory in root.absolute().parents:
+        if not directory.stat().st_mode & stat.S_IXOTH:
+            raise InvalidConfiguration(
+                f"jobs could not reach their home directories under {root}: {directory} is "
+                "not searchable by other users; choose another place with --home-root"
+            )
+
+
+def _prepare_state_dir(state_dir: Path) -> None:
+    """The state directory and its jobs folder, private to the service (mode 0700)."""
+    try:
+        (state_dir / "jobs").mkdir(parents=True, exist_ok=True, mode=0o700)
+        state_dir.chmod(0o700)
+        (state_dir / "jobs").chmod(0o700)
+    except OSError as error:
+        raise StorageError(
+            f"cannot prepare the state directory {state_dir}: {error.strerror}"
+        ) from None
 
 
 def _describe_end(record: JobRecord) -> str:

@@ -7,6 +7,7 @@ thread of its own, so the event loop never waits on a disk flush.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class RecordStore:
     """The job records of one state directory."""
 
     def __init__(self, path: Path) -> None:
+        _make_private(path)
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as error:
@@ -110,3 +112,24 @@ class RecordStore:
             return self._db.execute(sql, parameters).fetchall()
         except sqlite3.Error as error:
             raise StorageError(f"cannot read job records: {error}") from None
+
+
+def _make_private(path: Path) -> None:
+    """Create the database file, and fix an existing one, readable by the service alone.
+
+    SQLite would create it by the umask (often 0644), letting any local user read
+    every job's command line; it gives its -wal and -shm files the mode of the
+    database file, so the whole set is private from the first write.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        for suffix in ("-wal", "-shm"):
+            companion = path.with_name(path.name + suffix)
+            if companion.exists():
+                companion.chmod(0o600)
+    except OSError as error:
+        raise StorageError(f"cannot open the job database {path}: {error.strerror}") from None

@@ -5,7 +5,8 @@ changes the contract; shared by the unit and the privileged CLI tests.
 """
 
 STATUS_KEYS = {
-    "id", "owner", "command", "working_directory", "user", "state", "exit_code", "signal",
+    "id", "owner", "command", "working_directory", "user", "uid", "gid", "state", "exit_code",
+    "signal",
     "oom_killed", "created_at", "started_at", "ended_at", "limits", "namespaces", "usage",
     "stopped_by", "note",
 }  # fmt: skip

@@ -22,7 +22,7 @@ from jobworker.api.certs import Role, init_authority, issue_client
 from jobworker.api.server import Server, ServerConfig, TlsFiles
 from jobworker.runner.runner import RunnerConfig
 from jobworker.v1 import jobworker_pb2_grpc as pb_grpc
-from tests.privileged.runner_helpers import remove_cgroup_tree
+from tests.privileged.runner_helpers import home_root, remove_cgroup_tree
 
 USERS = {"alice": Role.READER, "bob": Role.WRITER, "carol": Role.WRITER, "dave": Role.WRITER}
 """Clients issued by ``certs``; ``admin`` comes from init_authority, and ``dave-reader`` is
@@ -150,17 +150,19 @@ def running_server(pki: Pki, state_dir: Path, **runner_options: object) -> Itera
     """A server on an ephemeral loopback port with its own cgroup parent, removed afterwards."""
     parent = f"/jobworker-test-{uuid.uuid4().hex[:8]}"
     runner_options.setdefault("stop_jobs_on_close", True)  # nothing outlives a test module
-    config = ServerConfig(
-        runner=RunnerConfig(state_dir=state_dir, cgroup_parent=parent, **runner_options),  # type: ignore[arg-type]
-        tls=TlsFiles.in_directory(pki.directory),
-        listen="localhost:0",
-    )
-    server = ServerThread(config)
-    try:
-        yield server
-    finally:
-        server.stop()
-        remove_cgroup_tree(parent)
+    with home_root() as homes:
+        runner_options.setdefault("home_root", homes)
+        config = ServerConfig(
+            runner=RunnerConfig(state_dir=state_dir, cgroup_parent=parent, **runner_options),  # type: ignore[arg-type]
+            tls=TlsFiles.in_directory(pki.directory),
+            listen="localhost:0",
+        )
+        server = ServerThread(config)
+        try:
+            yield server
+        finally:
+            server.stop()
+            remove_cgroup_tree(parent)
 
 
 @contextmanager

@@ -11,7 +11,9 @@ import pytest
 
 from jobworker.isolation.cgroups import CgroupHost
 from jobworker.isolation.launcher import Launcher
+from jobworker.runner.runner import RunnerConfig
 from tests.privileged.helpers import Jobs, run
+from tests.privileged.runner_helpers import home_root, processes_in, remove_cgroup_tree
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +40,14 @@ def jobs(launcher: Launcher, tmp_path: Path) -> Iterator[Jobs]:
     yield Jobs(launcher, tmp_path)
     left = [group.name for group in launcher.leftover_groups()]
     assert not left, f"job cgroups left behind: {left}"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Iterator[RunnerConfig]:
+    """A runner's configuration with its own cgroup parent; nothing of it may outlive the test."""
+    parent = f"/jobworker-test-{uuid.uuid4().hex[:8]}"
+    with home_root() as homes:
+        yield RunnerConfig(state_dir=tmp_path / "state", cgroup_parent=parent, home_root=homes)
+    left = [pid for pid in processes_in(parent) if pid != os.getpid()]
+    remove_cgroup_tree(parent)
+    assert not left, f"processes left behind in {parent}: {left}"

@@ -4,14 +4,43 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from jobworker.isolation.outputlog import Stream
 from jobworker.runner.output import OutputCapped, OutputChunk, OutputEvent
-from jobworker.runner.runner import Runner
+from jobworker.runner.runner import Runner, RunnerConfig, StartRequest
+from tests.privileged.helpers import run
+
+T = TypeVar("T")
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def with_runner(config: RunnerConfig, body: Callable[[Runner], Awaitable[T]]) -> T:
+    """Open a runner, run ``body`` with it, close it."""
+
+    async def scenario() -> T:
+        runner = await Runner.open(config)
+        try:
+            return await body(runner)
+        finally:
+            await runner.close()
+
+    return run(scenario())
+
+
+def sh(script: str, **options: object) -> StartRequest:
+    return StartRequest(command="sh", args=("-c", script), **options)  # type: ignore[arg-type]
+
+
+async def until_ended(runner: Runner, job_id: str) -> None:
+    async for _ in await runner.stream(job_id):
+        pass
 
 
 async def collect(events: AsyncIterator[OutputEvent]) -> tuple[bytes, bytes, list[OutputCapped]]:
@@ -70,3 +99,17 @@ def processes_in(cgroup_parent: str) -> list[int]:
     for procs in base.rglob("cgroup.procs"):
         pids += [int(pid) for pid in procs.read_text().split()]
     return pids
+
+
+@contextmanager
+def home_root() -> Iterator[Path]:
+    """A place for transient users' homes that jobs can reach, removed afterwards.
+
+    pytest's temporary directories sit under a mode-0700 folder, which no job user
+    could pass, and the runner refuses a home root it cannot hand out (tested).
+    """
+    root = Path(tempfile.mkdtemp(prefix="jobworker-test-homes-", dir="/run"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

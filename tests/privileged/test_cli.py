@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.privileged.runner_helpers import CGROUP_ROOT, remove_cgroup_tree
+from tests.privileged.runner_helpers import CGROUP_ROOT, home_root, remove_cgroup_tree
 from tests.status_schema import STATUS_KEYS, USAGE_KEYS
 
 pytestmark = pytest.mark.privileged
@@ -102,7 +102,12 @@ def kill_everything_under(parent: str) -> None:
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
-    root = tmp_path_factory.mktemp("cli")
+    with home_root() as homes:
+        yield from serve_cli(tmp_path_factory.mktemp("cli"), homes)
+
+
+def serve_cli(root: Path, homes: Path) -> Iterator[Cli]:
+    """Certificates, then the server, for as long as the module's tests run."""
     tls = root / "tls"
     made = jobworker("certs", "init", "--dir", str(tls))
     assert made.returncode == 0, made.stderr
@@ -112,7 +117,8 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     log = (root / "server.log").open("w")
     server = subprocess.Popen(
         [JOBWORKER, "server", "--listen", "localhost:0", "--tls-dir", str(tls),
-         "--state-dir", str(root / "state"), "--cgroup-parent", parent],
+         "--state-dir", str(root / "state"), "--cgroup-parent", parent,
+         "--home-root", str(homes)],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
     try:

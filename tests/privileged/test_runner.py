@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
@@ -39,42 +39,15 @@ from tests.privileged.runner_helpers import (
     collect,
     digest,
     processes_in,
-    remove_cgroup_tree,
+    sh,
+    until_ended,
     wait_for_output,
+    with_runner,
 )
 
 pytestmark = pytest.mark.privileged
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Iterator[RunnerConfig]:
-    parent = f"/jobworker-test-{uuid.uuid4().hex[:8]}"
-    yield RunnerConfig(state_dir=tmp_path / "state", cgroup_parent=parent)
-    left = [pid for pid in processes_in(parent) if pid != os.getpid()]
-    remove_cgroup_tree(parent)
-    assert not left, f"processes left behind in {parent}: {left}"
-
-
-def with_runner(config: RunnerConfig, body: Callable[[Runner], Awaitable[T]]) -> T:
-    async def scenario() -> T:
-        runner = await Runner.open(config)
-        try:
-            return await body(runner)
-        finally:
-            await runner.close()
-
-    return run(scenario())
-
-
-def sh(script: str, **options: object) -> StartRequest:
-    return StartRequest(command="sh", args=("-c", script), **options)  # type: ignore[arg-type]
-
-
-async def until_ended(runner: Runner, job_id: str) -> None:
-    async for _ in await runner.stream(job_id):
-        pass
 
 
 def test_a_job_runs_to_its_end_and_its_record_says_how(config: RunnerConfig) -> None:
@@ -418,6 +391,7 @@ def start_service(config: RunnerConfig, *command: str) -> tuple[subprocess.Popen
             "tests.privileged.service_process",
             str(config.state_dir),
             config.cgroup_parent or "",
+            str(config.homes),
             "--",
             *command,
         ],

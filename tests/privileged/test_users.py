@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 from pathlib import Path
 
@@ -88,3 +89,25 @@ def test_the_servers_default_user_and_who_may_choose_root(tmp_path: Path) -> Non
         job = admin.StartJob(pb.StartJobRequest(command="sh", args=["-c", "id -u"], user="0"))
         assert job.user == "0"
         assert output_of(admin, job.id) == b"0\n"
+
+
+def test_a_writer_runs_only_as_allowed_users_with_exactly_their_groups(tmp_path: Path) -> None:
+    pki = Pki.create(tmp_path / "pki")
+    with (
+        running_server(pki, tmp_path / "state", allowed_users=("nobody",)) as server,
+        client(server, pki, "bob") as writer,
+        client(server, pki, "admin") as admin,
+    ):
+        job = writer.StartJob(pb.StartJobRequest(command="sh", args=["-c", "id -u"]))
+        assert job.user == f"job-{job.id[:8]}"
+        assert output_of(writer, job.id) == f"{job.uid}\n".encode()
+        job = writer.StartJob(pb.StartJobRequest(command="sh", args=["-c", "id -u"], user="nobody"))
+        assert output_of(writer, job.id) == b"65534\n"
+        for user in ("nobody:0", "nobody:root", "nobody:disk", "nobody:shadow", "root", "0"):
+            with pytest.raises(grpc.RpcError) as refused:
+                writer.StartJob(pb.StartJobRequest(command="true", user=user))
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, user
+            assert f"only an admin may run a job as {user}" in (refused.value.details() or "")
+        disk = grp.getgrnam("disk").gr_gid
+        job = admin.StartJob(pb.StartJobRequest(command="id", args=["-g"], user="nobody:disk"))
+        assert output_of(admin, job.id) == f"{disk}\n".encode()

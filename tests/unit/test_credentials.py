@@ -42,6 +42,10 @@ def test_a_number_with_a_passwd_entry_is_that_user() -> None:
     assert Credentials.resolve("0").is_root
 
 
+def test_leading_zeros_do_not_count_towards_an_ids_length() -> None:
+    assert Credentials.resolve("nobody:" + "0" * 5000 + "65534").gid == 65534
+
+
 def test_a_group_can_be_given_by_name_or_number() -> None:
     assert Credentials.resolve("nobody:root").gid == 0
     assert Credentials.resolve("nobody:0").gid == 0
@@ -70,6 +74,11 @@ def test_a_number_without_a_passwd_entry_needs_its_group() -> None:
         ("4294967295:0", "uid 4294967295 is out of range"),
         ("\u0661\u0662:0", "no such user: \u0661\u0662"),  # digits, but not ASCII ones
         ("nobody:99999999999", "gid 99999999999 is out of range"),
+        ("nobody:" + "9" * 4300, "gid 9999.* is out of range"),  # int() refuses 4,300 digits
+        ("9" * 5000 + ":0", "uid 9999.* is out of range"),
+        ("nobody:" + "0" * 5000 + "1x", "no such group"),
+        ("no\0body", "is not USER or USER:GROUP"),  # the C library would cut it at the NUL
+        ("nobody:no\0group", "is not USER or USER:GROUP"),
     ],
 )
 def test_bad_users_are_refused_naming_the_problem(text: str, message: str) -> None:

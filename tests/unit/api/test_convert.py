@@ -43,7 +43,7 @@ def test_a_start_request_keeps_unset_limits_unset() -> None:
         environment={"A": "1"},
         user="nobody:nogroup",
     )
-    start = convert.start_request(request)
+    start = convert.start_request(request, by_admin=False)
     assert start.command == "make"
     assert start.args == ("-j", "2")
     assert start.limits == Limits(memory_bytes=64 << 20, io=(IOLimit("8:0", write_iops=50),))
@@ -51,13 +51,21 @@ def test_a_start_request_keeps_unset_limits_unset() -> None:
     assert start.working_directory == "/"
     assert start.environment == {"A": "1"}
     assert start.user == "nobody:nogroup"
-    assert convert.start_request(pb.StartJobRequest(command="x")).user == ""  # the default
+    assert not start.user_by_admin
+    default = convert.start_request(pb.StartJobRequest(command="x"), by_admin=True)
+    assert default.user == ""  # the server's default user
+    assert default.user_by_admin
 
 
 def test_namespaces_default_to_on_and_unknown_ones_are_refused() -> None:
-    assert convert.start_request(pb.StartJobRequest(command="x")).namespaces == Namespaces()
+    assert (
+        convert.start_request(pb.StartJobRequest(command="x"), by_admin=False).namespaces
+        == Namespaces()
+    )
     with pytest.raises(InvalidRequest) as refused:
-        convert.start_request(pb.StartJobRequest(command="x", namespaces={"user": True}))
+        convert.start_request(
+            pb.StartJobRequest(command="x", namespaces={"user": True}), by_admin=False
+        )
     assert refused.value.field == "namespaces"
     assert "unknown namespace user (known: pid, mount, net, uts, ipc)" in str(refused.value)
 

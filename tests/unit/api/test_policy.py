@@ -6,11 +6,9 @@ import pytest
 
 from jobworker.api.certs import Role
 from jobworker.api.policy import METHOD_PERMISSIONS, Caller
-from jobworker.isolation.credentials import Credentials
 from jobworker.v1 import jobworker_pb2
 
 SERVICE = jobworker_pb2.DESCRIPTOR.services_by_name["JobService"]
-NOBODY, ROOT = Credentials.resolve("nobody"), Credentials.resolve("root")
 WRITES = {"StartJob", "StopJob", "RemoveJob"}
 
 
@@ -49,20 +47,8 @@ def test_only_an_admin_sees_other_users_jobs() -> None:
     assert admin.owner_filter is None
 
 
-@pytest.mark.parametrize("role", [Role.READER, Role.WRITER])
-def test_only_an_admin_may_choose_root_when_it_is_not_the_default(role: Role) -> None:
-    caller = Caller(user="bob", role=role)
-    for root in ("root", "0", "0:0", "root:nogroup"):
-        assert not caller.may_run_as(root, default=NOBODY)
-        assert Caller(user="carol", role=Role.ADMIN).may_run_as(root, default=NOBODY)
-    assert caller.may_run_as("", default=NOBODY)
-    assert caller.may_run_as("nobody:root", default=NOBODY)  # uid 65534 in group 0
-    assert caller.may_run_as("65534", default=NOBODY)
-    assert caller.may_run_as("no-such-user-here", default=NOBODY)  # the start says why not
-
-
-def test_with_root_as_the_default_anyone_who_may_start_may_name_it() -> None:
-    caller = Caller(user="bob", role=Role.WRITER)
-    for root in ("root", "0", "0:0", "root:nogroup"):
-        assert caller.may_run_as(root, default=ROOT)
-    assert caller.may_run_as("nobody", default=ROOT)
+def test_only_an_admin_may_run_jobs_as_anyone() -> None:
+    # Which users the others may choose is the runner's policy (tests/unit/runner/test_users.py).
+    assert Caller(user="carol", role=Role.ADMIN).may_run_as_anyone
+    assert not Caller(user="bob", role=Role.WRITER).may_run_as_anyone
+    assert not Caller(user="alice", role=Role.READER).may_run_as_anyone

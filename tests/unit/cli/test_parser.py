@@ -99,10 +99,24 @@ def test_the_server_keeps_ended_jobs_as_long_as_the_runner_does_by_default():
     assert parse("server", "--keep-ended", "12h").keep_ended == 43200.0
 
 
-def test_the_servers_default_user_is_the_runners():
+def test_the_servers_default_user_is_the_runners_transient_one():
     default = RunnerConfig(state_dir=Path("/s")).default_user
-    assert parse("server").default_user == default == "root"
+    assert parse("server").default_user is default is None
     assert parse("server", "--default-user", "nobody").default_user == "nobody"
+
+
+def test_the_server_allows_named_users_and_takes_a_transient_id_range():
+    args = parse("server", "--allow-user", "nobody", "--allow-user", "backup:backup")
+    assert args.allow_user == ["nobody", "backup:backup"]
+    assert parse("server").allow_user == []
+    assert parse("server").transient_ids is None  # the runner's default
+    assert parse("server", "--transient-ids", "70000-70999").transient_ids == (70000, 70999)
+
+
+@pytest.mark.parametrize("bad", ["70000", "7-x", "9-8", "0-10", "1-4294967295"])
+def test_a_bad_transient_id_range_is_a_usage_error(bad):
+    with pytest.raises(UsageError, match="--transient-ids"):
+        parse("server", "--transient-ids", bad)
 
 
 def test_isolate_names_exactly_the_namespaces_a_job_gets():

@@ -30,6 +30,8 @@ def running_job():
         args=["-c", "echo hi; sleep 60"],
         working_directory="/",
         user="nobody",
+        uid=65534,
+        gid=65534,
         limits=pb.Limits(cpu_cores=0.5, memory_bytes=64 << 20),
         namespaces=NAMESPACES,
         state=pb.JOB_STATE_RUNNING,
@@ -54,7 +56,7 @@ def test_a_running_job_as_json():
     data = json.loads(json.dumps(render.job_json(running_job())))
     assert set(data) == STATUS_KEYS
     assert data["command"] == ["sh", "-c", "echo hi; sleep 60"]
-    assert data["user"] == "nobody"
+    assert (data["user"], data["uid"], data["gid"]) == ("nobody", 65534, 65534)
     assert data["state"] == "running"
     assert data["exit_code"] is None
     assert data["signal"] is None
@@ -88,7 +90,7 @@ def test_status_text_says_how_the_job_ended():
     assert "state:      exited (killed by SIGKILL, by the OOM killer)\n" in text
     assert "oom_killed: true\n" in text
     assert "command:    sh -c 'echo hi; sleep 60'\n" in text
-    assert "user:       nobody\n" in text
+    assert "user:       nobody (uid 65534, gid 65534)\n" in text
     assert "limits:     cpu 0.5 cores, memory 64 MiB, io /dev/vda read_bps=10 MiB/s\n" in text
     assert "namespaces: pid mount uts ipc\n" in text
     assert "usage:      cpu 1.20s user 0.00s system, memory peak 64 MiB\n" in text
