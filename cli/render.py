@@ -4,8 +4,8 @@ The JSON object (a contract: scripts parse it)::
 
     id, owner                   strings
     command                     list of strings: the command and its arguments
-    working_directory, user     strings (user as asked for, USER or USER:GROUP, or the
-                                name of the job's transient user, "job-" and 8 hex digits)
+    working_directory, user     strings (user: the name the command runs as, e.g. "nobody",
+                                or a transient user's, "job-" and 8 hex digits)
     uid, gid                    ints: the ids the command runs as (null in old records)
     state                       "running", "exited", "stopped" or "lost"
     exit_code                   int or null

@@ -43,8 +43,8 @@ class JobRecord:
     argv: tuple[str, ...]
     working_directory: str
     user: str
-    """As the caller gave it (or the service's default): USER or USER:GROUP; for a transient
-    user, the name it has in the job's own /etc/passwd (``job-`` and the id's first 8 digits)."""
+    """The name of the user the command runs as (its number where it has none); for a
+    transient user, the name it has in the job's own /etc/passwd (``job-`` and 8 hex digits)."""
     limits: Limits
     namespaces: Namespaces
     state: JobState

@@ -77,8 +77,8 @@ def test_without_a_mount_namespace_the_user_has_no_name(config: RunnerConfig) ->
         record = await runner.start(request, owner="bob")
         await until_ended(runner, record.id)
         stdout, stderr = await output(runner, record.id)
-        assert stdout == f"{record.uid}\n"
-        assert "cannot find name for user ID" in stderr
+        assert stdout == f"{record.uid}\n{record.uid}\n"  # id(1) falls back to the number
+        assert f"cannot find name for user ID {record.uid}" in stderr
 
     with_runner(config, body)
 
@@ -242,7 +242,8 @@ def test_the_state_directory_and_database_are_private(config: RunnerConfig) -> N
     config.state_dir.mkdir(mode=0o755)  # as an older jobworker left it
 
     async def body(runner: Runner) -> None:
-        await runner.start(sh("true"), owner="bob")
+        record = await runner.start(sh("true"), owner="bob")
+        await until_ended(runner, record.id)
 
     with_runner(config, body)
     assert stat.S_IMODE(config.state_dir.stat().st_mode) == 0o700

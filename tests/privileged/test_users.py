@@ -87,7 +87,7 @@ def test_the_servers_default_user_and_who_may_choose_root(tmp_path: Path) -> Non
         assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "no such user: no-such-user-here" in (unknown.value.details() or "")
         job = admin.StartJob(pb.StartJobRequest(command="sh", args=["-c", "id -u"], user="0"))
-        assert job.user == "0"
+        assert (job.user, job.uid, job.gid) == ("root", 0, 0)
         assert output_of(admin, job.id) == b"0\n"
 
 

@@ -159,7 +159,7 @@ class Job(_message.Message):
     note: _builtins.str
     """Anything unusual about how the job ended, for people."""
     user: _builtins.str
-    """The user the command runs as, as it was asked for (or the server's default).
+    """The name of the user the command runs as (the number where it has none).
     A transient user (the default: one made up for this job alone) is named
     "job-" and the first 8 characters of the job's id, as the job's own
     /etc/passwd names it when it has a mount namespace.
