@@ -228,6 +228,26 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
         help="how long an ended job's status and output are kept before they are removed, "
         "e.g. 12h, 7d, 0, or forever (default: %(default)s)",
     )
+    limits = server.add_argument_group(
+        "limits of jobs",
+        "A job that asks for no limit of a kind gets the default, or else the maximum; asking "
+        "for more than the maximum is refused. Without --default-pids a job gets 15%% of the "
+        "kernel's task limit. All jobs together get the machine's memory and tasks less a "
+        "reserve for the service, unless --jobs-memory and --jobs-pids say otherwise.",
+    )
+    for kind, parse, value, example in (
+        ("cpu", parse_cores, "CORES", "0.5"),
+        ("memory", parse_size, "SIZE", "512M"),
+        ("pids", parse_count, "N", "1000"),
+    ):
+        limits.add_argument(f"--default-{kind}", type=parse, metavar=value, help=f"e.g. {example}")
+        limits.add_argument(f"--max-{kind}", type=parse, metavar=value, help=f"e.g. {example}")
+    limits.add_argument(
+        "--jobs-memory", type=parse_size, metavar="SIZE", help="memory of all jobs together"
+    )
+    limits.add_argument(
+        "--jobs-pids", type=parse_count, metavar="N", help="processes of all jobs together"
+    )
     users = server.add_argument_group(
         "who jobs run as",
         "By default every job runs as a transient user of its own (uid from the transient "

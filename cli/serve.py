@@ -21,6 +21,7 @@ from jobworker.cli import defaults
 from jobworker.cli.errors import CliError, UsageError
 from jobworker.isolation.cgroups import REQUIRED_CONTROLLERS, CgroupHost
 from jobworker.isolation.errors import HostUnsupported
+from jobworker.isolation.limits import Limits
 from jobworker.runner.errors import RunnerError
 from jobworker.runner.runner import RunnerConfig
 
@@ -42,6 +43,10 @@ def serve(args: argparse.Namespace) -> int:
             keep_ended_seconds=args.keep_ended,
             default_user=args.default_user,
             allowed_users=tuple(args.allow_user),
+            default_limits=_limits(args, "default"),
+            max_limits=_limits(args, "max"),
+            jobs_memory_bytes=args.jobs_memory,
+            jobs_pids=args.jobs_pids,
             **{name: value for name, value in given.items() if value is not None},
         ),
         tls=tls,
@@ -67,6 +72,15 @@ def serve(args: argparse.Namespace) -> int:
     except (ServerConfigError, RunnerError) as error:
         raise CliError(f"the server cannot start: {error}") from None
     return 0
+
+
+def _limits(args: argparse.Namespace, kind: str) -> Limits:
+    """The limits of ``--default-*`` or ``--max-*``."""
+    return Limits(
+        cpu_cores=getattr(args, f"{kind}_cpu"),
+        memory_bytes=getattr(args, f"{kind}_memory"),
+        pids=getattr(args, f"{kind}_pids"),
+    )
 
 
 def tls_files(args: argparse.Namespace) -> TlsFiles:

@@ -13,6 +13,7 @@ the root group it moves itself into the ``supervisor`` leaf.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
@@ -193,6 +194,21 @@ class CgroupHost:
                 f"cannot enable controllers below cgroup {name}: {error.strerror}"
             ) from None
 
+    def limit_jobs(self, *, memory_bytes: int, pids: int) -> None:
+        """Limit all jobs together (the ``jobs/`` group), so that a reserve stays for us.
+
+        See ``capacity``: the service and its helpers live outside ``jobs/``, so what
+        jobs cannot take stays free for them. Swap is not limited here: each job's
+        own memory limit already keeps it from swapping.
+        """
+        for name, value in (("memory.max", memory_bytes), ("pids.max", pids)):
+            try:
+                _write(self.jobs / name, str(value))
+            except OSError as error:
+                raise HostUnsupported(
+                    f"cannot limit all jobs together ({name} of {self.jobs}): {error.strerror}"
+                ) from None
+
     def job_group(self, job_id: str) -> JobCgroup:
         """The group of one job, whether or not it exists yet."""
         return JobCgroup(self.jobs / job_id)
@@ -202,6 +218,11 @@ class CgroupHost:
         if not self.jobs.is_dir():
             return []
         return [JobCgroup(path) for path in sorted(self.jobs.iterdir()) if path.is_dir()]
+
+
+def _remove_group(group: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        group.rmdir()
 
 
 def _ancestors(mount: Path, group: Path) -> Iterator[Path]:
@@ -251,7 +272,11 @@ class Remains:
 
 @dataclass(frozen=True)
 class JobCgroup:
-    """The cgroup of one job. Every method maps kernel errors to isolation errors."""
+    """The cgroup of one job.
+
+    Kernel errors become ``IsolationError``; a group that is gone is not an error
+    where a method says what it means.
+    """
 
     path: Path
 
@@ -307,7 +332,7 @@ class JobCgroup:
         except OSError as error:
             if error.errno == errno.ENODEV:
                 return False
-            raise
+            raise IsolationError(f"cannot kill the job in {self.path}: {error.strerror}") from None
         return True
 
     def wait_empty(self, timeout: float) -> bool:
@@ -379,13 +404,21 @@ class JobCgroup:
         return remains
 
     def remove(self) -> None:
-        """Delete the (empty) group; a group already gone is fine."""
+        """Delete the (empty) group and every group a job made inside it, deepest first.
+
+        A job running as root may create child groups in its own (cgroup.kill and
+        ``populated`` cover them, but rmdir of a group with children fails with
+        EBUSY). A group already gone is fine.
+        """
         try:
-            self.path.rmdir()
-        except FileNotFoundError:
-            pass
+            below = [Path(top) / name for top, names, _ in os.walk(self.path) for name in names]
+            for group in sorted(below, key=lambda path: len(path.parts), reverse=True):
+                _remove_group(group)
+            _remove_group(self.path)
         except OSError as error:
-            raise IsolationError(f"cannot remove cgroup {self.path}: {error.strerror}") from None
+            raise IsolationError(
+                f"cannot remove cgroup {error.filename}: {error.strerror}"
+            ) from None
 
     def _read(self, name: str) -> str | None:
         """Read an interface file; None once the group is gone.

@@ -12,7 +12,8 @@ for, so callers never have to guess what an errno meant::
     ├── LaunchError          the job could not be started; nothing of it is left behind
     │   ├── CommandNotFound
     │   ├── CommandNotExecutable
-    │   └── BadWorkingDirectory
+    │   ├── BadWorkingDirectory
+    │   └── ResourcesExhausted   no process could be made for it now (EAGAIN, ENOMEM)
     └── InternalError        our own helper processes misbehaved (a bug, not user input)
 """
 
@@ -72,6 +73,13 @@ class CommandNotExecutable(LaunchError):
 
 class BadWorkingDirectory(LaunchError):
     """The working directory does not exist or is not a directory."""
+
+
+class ResourcesExhausted(LaunchError):
+    """The host (or the service's own cgroup) could not give the job a process right now.
+
+    Not the job's fault, and possibly over in a moment: the caller may try again.
+    """
 
 
 class InternalError(IsolationError):

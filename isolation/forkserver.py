@@ -12,7 +12,9 @@ the service is several times that.
 Protocol: one SOCK_SEQPACKET message per shim the launcher wants, with the
 shim's end of its connection to the launcher attached. The fork server only
 forks; everything else goes between the shim and the launcher over that
-connection (see ``shim``). Shims are ordered ahead of need, so forking one is
+connection (see ``shim``). If a fork fails (EAGAIN from a pids limit, ENOMEM),
+the fork server says so on that connection instead and goes on serving: one
+failed fork must not stop every later start. Shims are ordered ahead of need, so forking one is
 not on any job's launch path. End of file on the control socket means the
 service is gone, and the fork server exits; running shims and jobs are not
 affected, and spare shims exit when their connection closes.
@@ -20,6 +22,7 @@ affected, and spare shims exit when their connection closes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -29,6 +32,21 @@ from typing import NoReturn
 from jobworker.isolation import shim, syscalls
 
 ORDER = b"shim"
+FORK_FAILED = b"fork failed\0"
+"""Sent on a shim's connection instead of its READY when the fork server could not fork it."""
+
+
+def fork_failed(number: int, reason: str) -> bytes:
+    """The message that says why a shim could not be forked."""
+    return FORK_FAILED + f"{number}\0{reason}".encode()
+
+
+def fork_failure(message: bytes) -> tuple[int, str] | None:
+    """(errno, reason) if ``message`` says a fork failed, else None."""
+    if not message.startswith(FORK_FAILED):
+        return None
+    number, _, reason = message[len(FORK_FAILED) :].decode(errors="replace").partition("\0")
+    return int(number) if number.isdigit() else 0, reason
 
 
 def serve(control: socket.socket) -> NoReturn:
@@ -43,7 +61,16 @@ def serve(control: socket.socket) -> NoReturn:
         if not message:
             os._exit(0)
         connection = socket.socket(fileno=fds[0])
-        if os.fork() == 0:
+        try:
+            pid = os.fork()
+        except OSError as error:
+            # Out of processes or memory (a pids limit, the kernel's own): say so to
+            # whoever waits for this shim, and keep serving; the next fork may work.
+            with contextlib.suppress(OSError):
+                connection.send(fork_failed(error.errno or 0, error.strerror or str(error)))
+            connection.close()
+            continue
+        if pid == 0:
             control.close()
             shim.serve(connection)
         connection.close()

@@ -30,18 +30,21 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from jobworker.isolation import forkserver, shim
-from jobworker.isolation.cgroups import CgroupHost, JobCgroup
+from jobworker.isolation.cgroups import CgroupHost, JobCgroup, Remains, Usage
 from jobworker.isolation.errors import (
     BadWorkingDirectory,
     CommandNotExecutable,
     CommandNotFound,
     InternalError,
+    IsolationError,
     LaunchError,
+    ResourcesExhausted,
 )
 from jobworker.isolation.netns import NetnsFactory
 from jobworker.isolation.outcome import Outcome, utcnow
@@ -88,10 +91,14 @@ class Launcher:
     @staticmethod
     def _start_fork_server() -> tuple[socket.socket, subprocess.Popen[bytes]]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # -I (isolated): neither the working directory nor PYTHON* variables may decide
+        # what this root process imports; started from a folder others can write, it
+        # would otherwise import ./jobworker/... from there. cwd "/": it holds no folder.
         server = subprocess.Popen(
-            [sys.executable, "-m", "jobworker.isolation.forkserver", str(theirs.fileno())],
+            [sys.executable, "-I", "-m", "jobworker.isolation.forkserver", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
+            cwd="/",
             start_new_session=True,
         )
         theirs.close()
@@ -178,6 +185,7 @@ class Launcher:
         """Give the job to a ready shim: its pidfd, the job's error pipe, the connection."""
         payload = request.to_json()
         fds = [] if netns_fd is None else [netns_fd]
+        failed_fork: tuple[int, str] | None = None
         for _attempt in range(_SHIM_ATTEMPTS):
             connection = self._spares.pop(0) if self._spares else await self._order()
             ready: list[int] = []
@@ -188,11 +196,21 @@ class Launcher:
                     shim_pidfd, error_r = ready
                     os.set_blocking(error_r, False)
                     return shim_pidfd, error_r, connection
+                # A spare ordered while forks failed says so; a new order may succeed.
+                failed_fork = forkserver.fork_failure(message) or failed_fork
             except (BrokenPipeError, ConnectionResetError):
                 pass  # it died while idle: take another
             connection.close()
             for fd in ready:
                 os.close(fd)
+        if failed_fork is not None:
+            number, reason = failed_fork
+            raise ResourcesExhausted(
+                f"cannot start a job now: the service could not create a process ({reason}); "
+                "the host, or the service's own cgroup, is out of processes or memory",
+                stage="fork",
+                errno=number,
+            )
         raise InternalError(f"{_SHIM_ATTEMPTS} shims in a row exited before taking a job")
 
     async def _order(self) -> socket.socket:
@@ -225,24 +243,26 @@ class Launcher:
 
         Returns a ``RunningJob`` while its shim lives; the recorded outcome if the
         job ended while nobody watched. If the shim died without recording one
-        (a host reboot, someone killed it), whatever is left of the job is killed
-        and the outcome says its exit status is unknown.
+        (a host reboot, someone killed it), or its files are damaged so that it
+        cannot be found, whatever is left of the job is killed and the outcome
+        says its exit status is unknown.
         """
         cgroup = self.host.job_group(job_id)
-        state = _read_json(run_dir / shim.SHIM_STATE)
-        if state is not None:
-            shim_pidfd = open_pidfd(state["shim_pid"], state["shim_ticks"])
+        state = _shim_state(run_dir)
+        if isinstance(state, _ShimState):
+            shim_pidfd = open_pidfd(state.shim_pid, state.shim_ticks)
             if shim_pidfd is not None:
                 return RunningJob(
                     job_id=job_id,
-                    pid=state["main_pid"],
+                    pid=state.main_pid,
                     cgroup=cgroup,
                     run_dir=run_dir,
-                    started_at=datetime.fromisoformat(state["started_at"]),
+                    started_at=state.started_at,
                     shim_pidfd=shim_pidfd,
-                    main_pidfd=open_pidfd(state["main_pid"], state["main_ticks"]),
+                    main_pidfd=open_pidfd(state.main_pid, state.main_ticks),
                 )
-        return _recorded_outcome(run_dir, cgroup, state)
+            return _recorded_outcome(run_dir, cgroup, state.started_at)
+        return _recorded_outcome(run_dir, cgroup, None, damage=state)
 
     def leftover_groups(self) -> list[JobCgroup]:
         """Job cgroups that exist right now: after a crash, candidates for ``adopt``."""
@@ -254,8 +274,10 @@ class Launcher:
         Waiting for the shim matters: until it exits it writes the job's outcome into
         ``run_dir``, which the caller is about to delete.
         """
-        state = _read_json(run_dir / shim.SHIM_STATE)
-        shim_pidfd = open_pidfd(state["shim_pid"], state["shim_ticks"]) if state else None
+        state = _shim_state(run_dir)
+        shim_pidfd = None
+        if isinstance(state, _ShimState):
+            shim_pidfd = open_pidfd(state.shim_pid, state.shim_ticks)
         await asyncio.to_thread(cgroup.tear_down, _TEAR_DOWN_SECONDS)
         if shim_pidfd is None:
             return
@@ -386,24 +408,70 @@ class RunningJob:
             self._main_pidfd = None
 
 
-def _recorded_outcome(run_dir: Path, cgroup: JobCgroup, state: dict[str, Any] | None) -> Outcome:
+def _recorded_outcome(
+    run_dir: Path, cgroup: JobCgroup, started_at: datetime | None, *, damage: str | None = None
+) -> Outcome:
+    """How the job ended, as its shim recorded it; otherwise what can still be said.
+
+    Never raises for a job's own files or group: a damaged outcome file, a group that
+    cannot be removed, each becomes a note on an outcome whose exit status is unknown.
+    """
     recorded = run_dir / shim.OUTCOME
     try:
         return Outcome.from_json(recorded.read_text())
     except FileNotFoundError:
-        pass
-    remains = cgroup.tear_down(_TEAR_DOWN_SECONDS)
-    started = datetime.fromisoformat(state["started_at"]) if state else utcnow()
+        why = damage or (
+            "the job's shim ended without recording an outcome (it was killed, or the host "
+            "restarted)"
+        )
+    except (OSError, ValueError) as error:
+        why = f"the job's outcome file {recorded} is damaged ({error})"
+    notes = [f"{why}; the job's exit status is unknown and anything left of it was killed"]
+    try:
+        remains = cgroup.tear_down(_TEAR_DOWN_SECONDS)
+    except IsolationError as error:
+        notes.append(f"its cgroup could not be removed: {error}")
+        remains = Remains(oom_killed=False, usage=Usage(), survivors=[])
     return Outcome(
         exit_code=None,
         signal=None,
         oom_killed=remains.oom_killed,
         usage=remains.usage,
-        started_at=started,
+        started_at=started_at or utcnow(),
         ended_at=utcnow(),
-        note="the job's shim ended without recording an outcome (it was killed, or the host "
-        "restarted); the job's exit status is unknown and anything left of it was killed",
+        note="; ".join(notes),
     )
+
+
+@dataclass(frozen=True)
+class _ShimState:
+    """What a shim records about itself and its job, so that a successor can find them."""
+
+    shim_pid: int
+    shim_ticks: int
+    main_pid: int
+    main_ticks: int
+    started_at: datetime
+
+
+def _shim_state(run_dir: Path) -> _ShimState | str | None:
+    """The shim's state file; None if there is none, a description of the damage if damaged."""
+    path = run_dir / shim.SHIM_STATE
+    try:
+        data = json.loads(path.read_text())
+        return _ShimState(
+            shim_pid=int(data["shim_pid"]),
+            shim_ticks=int(data["shim_ticks"]),
+            main_pid=int(data["main_pid"]),
+            main_ticks=int(data["main_ticks"]),
+            started_at=datetime.fromisoformat(data["started_at"]),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return (
+            f"the job's shim state file {path} is damaged ({error!r}), so its shim cannot be found"
+        )
 
 
 def _shim_connection() -> tuple[socket.socket, socket.socket]:
@@ -465,6 +533,13 @@ def _launch_error(spec: JobSpec, report: dict[str, Any]) -> LaunchError:
         return BadWorkingDirectory(
             f"working directory {spec.cwd}: {reason}", stage=stage, errno=number
         )
+    if stage in ("clone", "fork") and number in (errno.EAGAIN, errno.ENOMEM):
+        return ResourcesExhausted(
+            f"cannot start the job now: no process could be made for it ({reason}); jobs "
+            "together have as many processes or as much memory as the server allows them",
+            stage=stage,
+            errno=number,
+        )
     return LaunchError(f"could not start the job ({stage}): {reason}", stage=stage, errno=number)
 
 
@@ -524,11 +599,3 @@ async def _ready(fd: int, *, writable: bool) -> None:
         await ready
     finally:
         remove(fd)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    return data

@@ -43,17 +43,20 @@ class Outcome:
 
     @classmethod
     def from_json(cls, text: str) -> Outcome:
-        """Inverse of ``to_json``."""
-        data = json.loads(text)
-        return cls(
-            exit_code=data["exit_code"],
-            signal=data["signal"],
-            oom_killed=data["oom_killed"],
-            usage=Usage(**data["usage"]),
-            started_at=datetime.fromisoformat(data["started_at"]),
-            ended_at=datetime.fromisoformat(data["ended_at"]),
-            note=data["note"],
-        )
+        """Inverse of ``to_json``; ``ValueError`` for anything damaged."""
+        try:
+            data = json.loads(text)
+            return cls(
+                exit_code=data["exit_code"],
+                signal=data["signal"],
+                oom_killed=data["oom_killed"],
+                usage=Usage(**data["usage"]),
+                started_at=datetime.fromisoformat(data["started_at"]),
+                ended_at=datetime.fromisoformat(data["ended_at"]),
+                note=data["note"],
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"not an outcome: {error!r}") from None
 
 
 def decode_wait_status(status: int) -> tuple[int | None, int | None]:

@@ -50,6 +50,7 @@ from typing import Any, NoReturn
 
 from jobworker.isolation import child, syscalls
 from jobworker.isolation.cgroups import JobCgroup, Usage
+from jobworker.isolation.errors import IsolationError
 from jobworker.isolation.namespaces import CLONE_NEWPID
 from jobworker.isolation.outcome import Outcome, decode_wait_status, utcnow, write_atomically
 from jobworker.isolation.outputlog import OutputLogWriter, Stream
@@ -137,9 +138,12 @@ def serve(connection: socket.socket) -> NoReturn:
         _log_to(Path(request.run_dir) / SHIM_LOG)
         _Shim(request, pipes, ignored_signals).run(connection, fds[0] if fds else None)
     except BaseException:
-        traceback.print_exc()
+        # Nothing may escape: this process was forked from the fork server's loop.
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
         if request is not None:
-            JobCgroup(Path(request.cgroup)).kill()
+            with contextlib.suppress(BaseException):
+                JobCgroup(Path(request.cgroup)).kill()
     os._exit(0)
 
 
@@ -215,10 +219,18 @@ class _Shim:
         # If the exec fails, the first process exits with 127 and this shim records
         # that like any end; the launcher, having read why, discards the job.
         streams = {pipes.stdout_r: Stream.STDOUT, pipes.stderr_r: Stream.STDERR}
-        status = self._supervise(log, pid, main_pidfd, streams)
-        if status_r >= 0:
-            status = _command_status(status_r, status)
-        self._finish(log, status, started_at)
+        status: int | None = None
+        try:
+            status = self._supervise(log, pid, main_pidfd, streams)
+            if status_r >= 0:
+                status = _command_status(status_r, status)
+        except BaseException as error:
+            self.notes.append(f"the job's shim failed while the job ran ({error!r})")
+            raise
+        finally:
+            # Whatever happened, the job ends here with an outcome: never a job that a
+            # restarted service would find neither running nor ended.
+            self._finish(log, status, started_at)
 
     def _clone(self) -> tuple[int, int]:
         """The job's first process, born in the job's cgroup (and PID namespace, if any)."""
@@ -311,11 +323,15 @@ class _Shim:
         assert status is not None
         return status
 
-    def _finish(self, log: OutputLogWriter, status: int, started_at: datetime) -> None:
+    def _finish(self, log: OutputLogWriter, status: int | None, started_at: datetime) -> None:
+        """Kill what is left, record the end of the output and the outcome (None: unknown)."""
         ended_at = utcnow()
-        exit_code, signo = decode_wait_status(status)
+        exit_code, signo = decode_wait_status(status) if status is not None else (None, None)
         oom_killed, usage = self._release_cgroup()
-        log.close()
+        try:
+            log.close()
+        except OSError as error:
+            self.notes.append(f"the end of the job's output could not be recorded: {error}")
         outcome = Outcome(
             exit_code=exit_code,
             signal=signo,
@@ -329,7 +345,11 @@ class _Shim:
 
     def _release_cgroup(self) -> tuple[bool, Usage]:
         """Make sure nothing of the job runs, read its accounting, remove its group."""
-        remains = self.cgroup.tear_down(_EMPTY_SECONDS)
+        try:
+            remains = self.cgroup.tear_down(_EMPTY_SECONDS)
+        except IsolationError as error:
+            self.notes.append(f"the job's cgroup could not be removed: {error}")
+            return False, Usage()
         if remains.survivors:
             self.notes.append(f"processes of the job survived cgroup.kill: {remains.survivors}")
         return remains.oom_killed, remains.usage

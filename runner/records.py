@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, fields, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from jobworker.isolation.cgroups import Usage
@@ -126,8 +126,37 @@ class JobRecord:
         return json.dumps(data)
 
     @classmethod
+    def damaged(cls, job_id: str, owner: str, created_at: str, damage: str) -> JobRecord:
+        """What is known of a job whose stored record cannot be read: it is lost."""
+        try:
+            created = datetime.fromisoformat(created_at)
+        except ValueError:
+            created = datetime.fromtimestamp(0, UTC)
+        return cls(
+            id=job_id,
+            owner=owner,
+            argv=("?",),
+            working_directory="?",
+            user="?",
+            limits=Limits(),
+            namespaces=Namespaces(),
+            state=JobState.LOST,
+            created_at=created,
+            ended_at=created,
+            note=f"the job's record is damaged ({damage}); what it ran and how it ended are "
+            "unknown, and anything left of it was killed",
+        )
+
+    @classmethod
     def from_json(cls, text: str) -> JobRecord:
-        """Inverse of ``to_json``."""
+        """Inverse of ``to_json``; ``ValueError`` for a damaged record."""
+        try:
+            return cls._from_json(text)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"not a job record: {error!r}") from None
+
+    @classmethod
+    def _from_json(cls, text: str) -> JobRecord:
         data = json.loads(text)
         limits = data["limits"]
         return cls(

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from jobworker.isolation import errors as isolation
+from jobworker.isolation.capacity import HostCapacity
 from jobworker.isolation.cgroups import CgroupHost, Usage
 from jobworker.isolation.launcher import Launcher, RunningJob
 from jobworker.isolation.limits import Limits
@@ -61,6 +62,7 @@ from jobworker.runner.errors import (
     StorageError,
 )
 from jobworker.runner.inotify import FileWatcher
+from jobworker.runner.job_limits import LimitPolicy
 from jobworker.runner.output import OutputEvent, read_output
 from jobworker.runner.records import JobRecord, JobState
 from jobworker.runner.retention import DEFAULT_KEEP_ENDED_SECONDS, Retention
@@ -96,6 +98,15 @@ class RunnerConfig:
     """Accounts (USER or USER:GROUP) that non-admins may name besides the default user."""
     transient_ids: tuple[int, int] = DEFAULT_TRANSIENT_IDS
     """First and last uid (and gid) of transient users; checked to be free at open."""
+    default_limits: Limits = field(default_factory=Limits)
+    """Limits of a job that sets none of its own, field by field. Without a default pids
+    limit a job gets 15% of the kernel's task limit (systemd's DefaultTasksMax)."""
+    max_limits: Limits = field(default_factory=Limits)
+    """Limits no job may exceed; a job that asks for nothing gets the maximum if no default."""
+    jobs_memory_bytes: int | None = None
+    """Memory of all jobs together; None: the machine's less a reserve for the service."""
+    jobs_pids: int | None = None
+    """Processes and threads of all jobs together; None: the kernel's less a reserve."""
     home_root: Path | None = None
     """Where transient users' homes go; None: ``<state_dir>-home`` beside the state directory.
     Every directory above it must be searchable by others, or jobs could not reach them."""
@@ -140,9 +151,11 @@ class Runner:
         launcher: Launcher,
         store: RecordStore,
         users: UserPolicy,
+        limits: LimitPolicy,
     ) -> None:
         self.config = config
         self._users = users
+        self._limits = limits
         self._transient = TransientUsers(IdRange(*config.transient_ids), config.homes)
         self._launcher = launcher
         self._store = store
@@ -178,9 +191,15 @@ class Runner:
             if isinstance(error, isolation.HostUnsupported):
                 raise HostUnsupported(str(error)) from None
             raise
+        try:
+            limits = _limit_jobs(config, launcher.host)
+        except BaseException as error:
+            await launcher.close()
+            store.close()
+            raise _translate(error) from None
         # Only now: the fork server, and so every shim and job, keeps the limit we were given.
         _raise_open_file_limit()
-        runner = cls(config, launcher, store, users)
+        runner = cls(config, launcher, store, users, limits)
         try:
             await runner._recover()
         except BaseException:
@@ -210,7 +229,7 @@ class Runner:
             run_dir=self.jobs_dir / job_id,
             env=request.environment,
             cwd=request.working_directory,
-            limits=request.limits,
+            limits=self._limits.apply(request.limits),
             namespaces=request.namespaces,
             output_cap=self.config.output_cap_bytes,
         )
@@ -473,6 +492,9 @@ class Runner:
 
     async def _readopt(self, record: JobRecord) -> None:
         """Track a job that was running when the service last stopped, or record its end."""
+        if record.ended:  # a damaged record, read as lost: its cgroup is killed below
+            await self._db(self._store.put, record)
+            return
         try:
             adopted = self._launcher.adopt(record.id, self.jobs_dir / record.id)
         except Exception as error:  # its cgroup is killed with the jobs that have no record
@@ -496,28 +518,34 @@ class Runner:
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, call, *args)
 
 
-_START_FAILURES = (
-    (isolation.CommandNotFound, StartFailure.COMMAND_NOT_FOUND),
-    (isolation.CommandNotExecutable, StartFailure.COMMAND_NOT_EXECUTABLE),
-    (isolation.BadWorkingDirectory, StartFailure.BAD_WORKING_DIRECTORY),
-    (isolation.LaunchError, StartFailure.SETUP_FAILED),
-)
-
-
 def _translate(error: BaseException) -> BaseException:
     """The runner's error for an isolation error; anything else unchanged."""
-    if isinstance(error, isolation.LimitUnenforceable):
-        return LimitUnenforceable(error.field, error.reason)
-    if isinstance(error, isolation.InvalidSpec):
-        return InvalidRequest(error.field, error.reason)
-    for kind, reason in _START_FAILURES:
-        if isinstance(error, kind):
-            return StartFailed(str(error), reason)
-    if isinstance(error, isolation.HostUnsupported):
-        return HostUnsupported(str(error))
-    if isinstance(error, isolation.IsolationError):
-        return InternalError(str(error))
+    match error:
+        case isolation.ResourcesExhausted():
+            return CapacityExhausted(str(error))
+        case isolation.InvalidSpec():  # FAILED_PRECONDITION or INVALID_ARGUMENT, in the API
+            unenforceable = isinstance(error, isolation.LimitUnenforceable)
+            return (LimitUnenforceable if unenforceable else InvalidRequest)(
+                error.field, error.reason
+            )
+        case isolation.LaunchError():
+            return StartFailed(str(error), _start_failure(error))
+        case isolation.HostUnsupported():
+            return HostUnsupported(str(error))
+        case isolation.IsolationError():
+            return InternalError(str(error))
     return error
+
+
+def _start_failure(error: isolation.LaunchError) -> StartFailure:
+    for kind, reason in (
+        (isolation.CommandNotFound, StartFailure.COMMAND_NOT_FOUND),
+        (isolation.CommandNotExecutable, StartFailure.COMMAND_NOT_EXECUTABLE),
+        (isolation.BadWorkingDirectory, StartFailure.BAD_WORKING_DIRECTORY),
+    ):
+        if isinstance(error, kind):
+            return reason
+    return StartFailure.SETUP_FAILED
 
 
 def _unobserved(record: JobRecord, note: str) -> Outcome:
@@ -531,6 +559,19 @@ def _unobserved(record: JobRecord, note: str) -> Outcome:
         ended_at=utcnow(),
         note=note,
     )
+
+
+def _limit_jobs(config: RunnerConfig, host: CgroupHost) -> LimitPolicy:
+    """Limit all jobs together to leave the service a reserve; the policy for each job."""
+    capacity = HostCapacity.read()
+    host.limit_jobs(
+        memory_bytes=config.jobs_memory_bytes or capacity.jobs_memory_bytes,
+        pids=config.jobs_pids or capacity.jobs_tasks,
+    )
+    defaults = config.default_limits
+    if defaults.pids is None:
+        defaults = replace(defaults, pids=capacity.default_job_tasks)
+    return LimitPolicy(defaults, config.max_limits)
 
 
 def _prepare_users(config: RunnerConfig) -> UserPolicy:

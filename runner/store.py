@@ -85,33 +85,53 @@ class RecordStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         """The record of one job, if there is one."""
-        row = self._query("SELECT record FROM jobs WHERE id = ?", (job_id,))
-        return JobRecord.from_json(row[0][0]) if row else None
+        rows = self._query("SELECT id, owner, created_at, record FROM jobs WHERE id = ?", (job_id,))
+        return _decode(rows[0]) if rows else None
 
     def records(self, owner: str | None = None) -> list[JobRecord]:
         """Every record, oldest first, optionally only one owner's."""
         if owner is None:
-            rows = self._query("SELECT record FROM jobs ORDER BY created_at, id", ())
+            rows = self._query(
+                "SELECT id, owner, created_at, record FROM jobs ORDER BY created_at, id", ()
+            )
         else:
             rows = self._query(
-                "SELECT record FROM jobs WHERE owner = ? ORDER BY created_at, id", (owner,)
+                "SELECT id, owner, created_at, record FROM jobs WHERE owner = ? "
+                "ORDER BY created_at, id",
+                (owner,),
             )
-        return [JobRecord.from_json(row[0]) for row in rows]
+        return [_decode(row) for row in rows]
 
     def running(self) -> list[JobRecord]:
-        """Records of jobs that were running when last heard of."""
-        rows = self._query("SELECT record FROM jobs WHERE state = ?", (JobState.RUNNING.value,))
-        return [JobRecord.from_json(row[0]) for row in rows]
+        """Records of jobs that were running when last heard of (damaged ones come as lost)."""
+        rows = self._query(
+            "SELECT id, owner, created_at, record FROM jobs WHERE state = ?",
+            (JobState.RUNNING.value,),
+        )
+        return [_decode(row) for row in rows]
 
     def close(self) -> None:
         """Close the database."""
         self._db.close()
 
-    def _query(self, sql: str, parameters: tuple[str, ...]) -> list[tuple[str]]:
+    def _query(self, sql: str, parameters: tuple[str, ...]) -> list[tuple[str, ...]]:
         try:
             return self._db.execute(sql, parameters).fetchall()
         except sqlite3.Error as error:
             raise StorageError(f"cannot read job records: {error}") from None
+
+
+def _decode(row: tuple[str, ...]) -> JobRecord:
+    """A row's record; a damaged one becomes a ``lost`` record saying so, never an error.
+
+    One damaged row (a disk error, a hand edit) must not stop the service from
+    starting or listing everyone else's jobs.
+    """
+    job_id, owner, created_at, text = row
+    try:
+        return JobRecord.from_json(text)
+    except ValueError as error:
+        return JobRecord.damaged(job_id, owner, created_at, str(error))
 
 
 def _make_private(path: Path) -> None:

@@ -221,9 +221,19 @@ def test_remove(group):
     group.remove()  # already gone is fine
 
 
-def test_remove_a_group_that_is_not_empty(group):
-    (group.path / "child").mkdir()
-    with pytest.raises(IsolationError, match="cannot remove cgroup"):
+def test_remove_takes_groups_the_job_made_inside_its_own_first(group):
+    # Plain directories stand in for child groups; the kernel's side is a VM test
+    # (test_robustness: a root job that makes a nested group is torn down).
+    (group.path / "a" / "b").mkdir(parents=True)
+    (group.path / "c").mkdir()
+    group.remove()
+    assert not group.path.exists()
+
+
+def test_a_group_that_cannot_be_removed_is_named(group):
+    (group.path / "a").mkdir()
+    (group.path / "a" / "stuck").touch()  # rmdir of a/ fails: ENOTEMPTY
+    with pytest.raises(IsolationError, match=f"cannot remove cgroup {group.path / 'a'}: "):
         group.remove()
 
 
