@@ -1,10 +1,12 @@
-"""Authentication and authorization, enforced in one place for every call.
+"""Authentication, authorization and the error boundary, in one place for every call.
 
 The TLS layer has already verified the client's certificate against our CA.
 This interceptor reads the verified certificate from the call's auth context,
 takes the user name and role from it, checks the method against the policy
 table, and makes the caller available to the service through a context
-variable. It wraps unary and streaming handlers alike, so no RPC can forget it.
+variable. It wraps unary and streaming handlers alike, so no RPC can forget it,
+and it is the one place where an exception from a handler (a stream's loop
+included) becomes a gRPC status (see ``status``): handlers just raise.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import contextvars
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from grpc import aio
 
 from jobworker.api.certs import CertificateError, Role, read_identity
 from jobworker.api.policy import Caller
+from jobworker.api.status import status_for
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("jobworker_caller")
 
@@ -107,7 +110,10 @@ def _identity(certificate_pem: bytes) -> tuple[str, Role]:
 def _guard_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
     async def guarded(request: Any, context: aio.ServicerContext) -> Any:  # type: ignore[type-arg]
         await authenticate(method, context)
-        return await behavior(request, context)
+        try:
+            return await behavior(request, context)
+        except Exception as error:  # the boundary: every error becomes a status
+            await _abort_with_status(context, error)
 
     return guarded
 
@@ -115,10 +121,26 @@ def _guard_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any
 def _guard_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
     async def guarded(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:  # type: ignore[type-arg]
         await authenticate(method, context)
-        async for response in behavior(request, context):
-            yield response
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except Exception as error:  # the boundary, for the whole stream too
+            await _abort_with_status(context, error)
 
     return guarded
+
+
+async def _abort_with_status(context: aio.ServicerContext, error: Exception) -> NoReturn:  # type: ignore[type-arg]
+    """End the call with the status ``error`` stands for; an abort already under way goes on.
+
+    Without this, gRPC would answer anything unexpected with UNKNOWN and the
+    exception's text (a path on the server, say) for the client to read.
+    """
+    if isinstance(error, aio.AbortError):
+        raise error
+    code, message = status_for(error)
+    await context.abort(code, message)
+    raise AssertionError("context.abort returned")  # it raises; this keeps mypy honest
 
 
 def _refuse_all(method: str) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]

@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 
 from jobworker.api.interceptor import AuthInterceptor
 from jobworker.api.service import JobService
+from jobworker.api.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_USER, StreamSlots
 from jobworker.runner.runner import Runner, RunnerConfig
 from jobworker.v1 import jobworker_pb2, jobworker_pb2_grpc
 
@@ -94,6 +95,9 @@ class ServerConfig:
     tls: TlsFiles
     listen: str = DEFAULT_LISTEN
     shutdown_grace_seconds: float = 5.0
+    max_streams: int = DEFAULT_MAX_STREAMS
+    """Output streams open at once, of all callers together (see ``streams``)."""
+    max_streams_per_user: int = DEFAULT_MAX_STREAMS_PER_USER
 
 
 class Server:
@@ -113,7 +117,8 @@ class Server:
         credentials = config.tls.credentials()
         runner = await Runner.open(config.runner)
         server = aio.server(interceptors=[AuthInterceptor()], options=GRPC_OPTIONS)
-        jobworker_pb2_grpc.add_JobServiceServicer_to_server(JobService(runner), server)
+        streams = StreamSlots(config.max_streams, config.max_streams_per_user)
+        jobworker_pb2_grpc.add_JobServiceServicer_to_server(JobService(runner, streams), server)
         try:
             port = server.add_secure_port(config.listen, credentials)
         except RuntimeError as error:

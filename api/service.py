@@ -1,8 +1,9 @@
 """The JobService: each RPC is a thin translation of a runner call.
 
-The caller comes from the authentication interceptor. A job another user owns
-is reported exactly like a job that does not exist, unless the caller is an
-admin, so existence does not leak.
+The caller comes from the authentication interceptor, which is also where every
+error raised here becomes a status (``interceptor``, ``status``): the methods
+just raise. A job another user owns is reported exactly like a job that does
+not exist, unless the caller is an admin, so existence does not leak.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from grpc import aio
 
 from jobworker.api import convert
 from jobworker.api.interceptor import current_caller
-from jobworker.api.status import status_for
-from jobworker.runner.errors import InvalidRequest, JobNotFound, RunnerError
+from jobworker.api.streams import StreamSlots
+from jobworker.runner.errors import InvalidRequest, JobNotFound
 from jobworker.runner.records import JobRecord
 from jobworker.runner.runner import Runner
 from jobworker.v1 import jobworker_pb2 as pb
@@ -32,44 +33,29 @@ Context: TypeAlias = "aio.ServicerContext[Any, Any]"
 class JobService(pb_grpc.JobServiceServicer):
     """Serves the jobworker.v1.JobService API on top of one runner."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, streams: StreamSlots) -> None:
         self._runner = runner
+        self._streams = streams
 
     async def StartJob(self, request: pb.StartJobRequest, context: Context) -> pb.Job:  # noqa: N802
         caller = current_caller()
-        try:
-            start = convert.start_request(request, by_admin=caller.may_run_as_anyone)
-            record = await self._runner.start(start, owner=caller.user)
-        except RunnerError as error:
-            await _abort(context, error)
-        return convert.job(record)
+        start = convert.start_request(request, by_admin=caller.may_run_as_anyone)
+        return convert.job(await self._runner.start(start, owner=caller.user))
 
     async def StopJob(self, request: pb.StopJobRequest, context: Context) -> pb.Job:  # noqa: N802
-        caller = current_caller()
-        try:
-            record = await self._visible(request.id)
-            grace = convert.grace_seconds(request)
-            record = await self._runner.stop(record.id, grace, by=caller.user)
-        except RunnerError as error:
-            await _abort(context, error)
-        return convert.job(record)
+        record = await self._visible(request.id)
+        grace = convert.grace_seconds(request)
+        return convert.job(await self._runner.stop(record.id, grace, by=current_caller().user))
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:  # noqa: N802
-        try:
-            record = await self._visible(request.id)
-        except RunnerError as error:
-            await _abort(context, error)
-        return convert.job(record)
+        return convert.job(await self._visible(request.id))
 
     async def ListJobs(  # noqa: N802
         self, request: pb.ListJobsRequest, context: Context
     ) -> pb.ListJobsResponse:
-        try:
-            start = _page_start(request.page_token)
-            size = _page_size(request.page_size)
-            records = await self._runner.list_jobs(current_caller().owner_filter)
-        except RunnerError as error:
-            await _abort(context, error)
+        start = _page_start(request.page_token)
+        size = _page_size(request.page_size)
+        records = await self._runner.list_jobs(current_caller().owner_filter)
         if not request.include_ended:
             records = [r for r in records if not r.ended]
         page = records[start : start + size]
@@ -82,23 +68,18 @@ class JobService(pb_grpc.JobServiceServicer):
     async def StreamJobOutput(  # noqa: N802
         self, request: pb.StreamJobOutputRequest, context: Context
     ) -> AsyncIterator[pb.StreamJobOutputResponse]:
-        try:
+        with self._streams.hold(current_caller().user):
             record = await self._visible(request.id)
             events = await self._runner.stream(record.id, request.offset, follow=request.follow)
-        except RunnerError as error:
-            await _abort(context, error)
-        async with contextlib.aclosing(events):  # the reader goes as soon as the client does
-            async for event in events:
-                yield convert.output_event(event)
+            async with contextlib.aclosing(events):  # the reader goes as soon as the client does
+                async for event in events:
+                    yield convert.output_event(event)
 
     async def RemoveJob(  # noqa: N802
         self, request: pb.RemoveJobRequest, context: Context
     ) -> pb.RemoveJobResponse:
-        try:
-            record = await self._visible(request.id)
-            await self._runner.remove(record.id)
-        except RunnerError as error:
-            await _abort(context, error)
+        record = await self._visible(request.id)
+        await self._runner.remove(record.id)
         return pb.RemoveJobResponse()
 
     async def _visible(self, raw_id: str) -> JobRecord:
@@ -108,11 +89,6 @@ class JobService(pb_grpc.JobServiceServicer):
         if not current_caller().sees(record.owner):
             raise JobNotFound(f"no job {job_id}")
         return record
-
-
-async def _abort(context: Context, error: RunnerError) -> None:
-    code, message = status_for(error)
-    await context.abort(code, message)
 
 
 def _page_size(requested: int) -> int:

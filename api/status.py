@@ -1,4 +1,4 @@
-"""The one place where runner errors become gRPC status codes.
+"""The one place where errors become gRPC status codes: the runner's, and the API's own.
 
 Clients get a standard code and a specific message; internal errors are
 logged in full and answered with a generic message, never a traceback.
@@ -10,11 +10,13 @@ import logging
 
 import grpc
 
+from jobworker.api.streams import TooManyStreams
 from jobworker.runner import errors
 
 log = logging.getLogger("jobworker.api")
 
-_CODES: tuple[tuple[type[errors.RunnerError], grpc.StatusCode], ...] = (
+_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (TooManyStreams, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.JobNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.UserNotAllowed, grpc.StatusCode.PERMISSION_DENIED),
@@ -27,9 +29,13 @@ _CODES: tuple[tuple[type[errors.RunnerError], grpc.StatusCode], ...] = (
 
 
 def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
-    """The status code and message a client gets for ``error``."""
+    """The status code and message a client gets for ``error``.
+
+    Anything that is not one of the runner's errors is a bug: it is logged in full,
+    with its cause, and the client only learns that something went wrong inside.
+    """
     for kind, code in _CODES:
         if isinstance(error, kind):
             return code, str(error)
-    log.error("internal error", exc_info=error)
+    log.error("internal error: %s", error, exc_info=error)
     return grpc.StatusCode.INTERNAL, "internal error in the jobworker service; see its log"

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import NoReturn
 
+from jobworker.api.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_USER
 from jobworker.cli import defaults
 from jobworker.cli.errors import UsageError
 from jobworker.cli.jobspec import (
@@ -227,6 +228,20 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
         metavar="DURATION",
         help="how long an ended job's status and output are kept before they are removed, "
         "e.g. 12h, 7d, 0, or forever (default: %(default)s)",
+    )
+    server.add_argument(
+        "--max-streams",
+        type=parse_count,
+        metavar="N",
+        help="output streams (logs -f, run -f) open at once, of everyone "
+        f"(default: {DEFAULT_MAX_STREAMS})",
+    )
+    server.add_argument(
+        "--max-streams-per-user",
+        type=parse_count,
+        metavar="N",
+        help="output streams one user may have open at once "
+        f"(default: {DEFAULT_MAX_STREAMS_PER_USER})",
     )
     limits = server.add_argument_group(
         "limits of jobs",

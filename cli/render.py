@@ -25,6 +25,7 @@ The JSON object (a contract: scripts parse it)::
 from __future__ import annotations
 
 import shlex
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,8 @@ USAGE_FIELDS = (
 )
 _IO_FIELDS = ("read_bps", "write_bps", "read_iops", "write_iops")
 _COMMAND_WIDTH = 40
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Unicode categories escaped before printing: controls, format characters, line breaks."""
 
 
 def job_json(job: pb.Job) -> dict[str, Any]:
@@ -115,8 +118,26 @@ def ending(job: pb.Job) -> str:
 
 
 def command_line(job: pb.Job) -> str:
-    """The command as a shell would take it."""
-    return shlex.join([job.command, *job.args])
+    """The command as a shell would take it, safe to print (see ``printable``)."""
+    return printable(shlex.join([job.command, *job.args]))
+
+
+def printable(text: str) -> str:
+    """``text`` with control and format characters escaped, as ``ls -b`` would show them.
+
+    What the server returns comes from other users (their commands, directories,
+    notes): printed raw, an escape sequence in it could rewrite the reader's terminal
+    or hide text (``\x1b[2J``, right-to-left overrides). JSON output escapes them itself.
+    """
+    return "".join(
+        character if unicodedata.category(character) not in _UNPRINTABLE else _escape(character)
+        for character in text
+    )
+
+
+def _escape(character: str) -> str:
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def status_text(job: pb.Job) -> str:
@@ -124,11 +145,11 @@ def status_text(job: pb.Job) -> str:
     data = job_json(job)
     on = [name for name, value in data["namespaces"].items() if value]
     lines = [
-        ("id", job.id),
-        ("owner", job.owner),
+        ("id", printable(job.id)),
+        ("owner", printable(job.owner)),
         ("command", command_line(job)),
-        ("workdir", job.working_directory),
-        ("user", user_text(job)),
+        ("workdir", printable(job.working_directory)),
+        ("user", printable(user_text(job))),
         ("state", ending(job)),
         ("oom_killed", "true" if job.oom_killed else "false"),
         ("created", data["created_at"] or "-"),
@@ -139,9 +160,9 @@ def status_text(job: pb.Job) -> str:
         ("usage", usage_text(job)),
     ]
     if job.stopped_by:
-        lines.append(("stopped_by", job.stopped_by))
+        lines.append(("stopped_by", printable(job.stopped_by)))
     if job.note:
-        lines.append(("note", job.note))
+        lines.append(("note", printable(job.note)))
     return "".join(f"{name + ':':<12}{value}\n" for name, value in lines)
 
 
@@ -217,7 +238,9 @@ def table(jobs: list[pb.Job], now: datetime) -> str:
         command = command_line(job)
         if len(command) > _COMMAND_WIDTH:
             command = command[: _COMMAND_WIDTH - 3] + "..."
-        rows.append((job.id, state_name(job), command, age_text(job, now), job.owner))
+        rows.append(
+            (printable(job.id), state_name(job), command, age_text(job, now), printable(job.owner))
+        )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
     return "".join(
         "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]])

@@ -51,6 +51,14 @@ def serve(args: argparse.Namespace) -> int:
         ),
         tls=tls,
         listen=args.listen,
+        **{
+            name: value
+            for name, value in (
+                ("max_streams", args.max_streams),
+                ("max_streams_per_user", args.max_streams_per_user),
+            )
+            if value is not None
+        },
     )
 
     def ready(server: Server) -> None:

@@ -134,6 +134,8 @@ def _io_by_disk(io: tuple[IOLimit, ...], sys_root: Path) -> dict[str, dict[str, 
 
 def whole_disk(device: str, *, sys_root: Path = Path("/sys"), field: str = "device") -> str:
     """Return the ``MAJ:MIN`` of the whole disk that ``device`` (a path or MAJ:MIN) is on."""
+    if "\0" in device:  # os.stat would raise ValueError, not OSError
+        raise InvalidDevice(field, f"{device!r} contains a NUL byte")
     match = _MAJ_MIN.match(device)
     if match:
         major, minor = int(match[1]), int(match[2])

@@ -146,7 +146,12 @@ class ServerThread:
 
 
 @contextmanager
-def running_server(pki: Pki, state_dir: Path, **runner_options: object) -> Iterator[ServerThread]:
+def running_server(
+    pki: Pki,
+    state_dir: Path,
+    server_options: dict[str, object] | None = None,
+    **runner_options: object,
+) -> Iterator[ServerThread]:
     """A server on an ephemeral loopback port with its own cgroup parent, removed afterwards."""
     parent = f"/jobworker-test-{uuid.uuid4().hex[:8]}"
     runner_options.setdefault("stop_jobs_on_close", True)  # nothing outlives a test module
@@ -156,6 +161,7 @@ def running_server(pki: Pki, state_dir: Path, **runner_options: object) -> Itera
             runner=RunnerConfig(state_dir=state_dir, cgroup_parent=parent, **runner_options),  # type: ignore[arg-type]
             tls=TlsFiles.in_directory(pki.directory),
             listen="localhost:0",
+            **(server_options or {}),  # type: ignore[arg-type]
         )
         server = ServerThread(config)
         try:

@@ -380,11 +380,15 @@ def io_limit(device: str) -> pb.Limits:
         ({"command": "echo", "namespaces": {"user": True}}, "user"),
         ({"command": "echo", "working_directory": "relative/dir"}, "working"),
         ({"command": "echo", "environment": {"A=B": "c"}}, "A=B"),
+        ({"command": "echo", "user": "no\0body"}, "is not USER or USER:GROUP"),
+        ({"command": "echo", "user": "nobody:" + "9" * 4300}, "out of range"),
+        ({"command": "echo", "limits": io_limit("/dev/v\0da")}, "contains a NUL byte"),
     ],
     ids=[
         "empty-command", "nul-in-arg", "args-too-long", "cpu-too-small", "cpu-negative",
         "memory-too-small", "pids-zero", "io-char-device", "io-missing-device", "io-no-device",
-        "unknown-namespace", "relative-workdir", "bad-env-name",
+        "unknown-namespace", "relative-workdir", "bad-env-name", "nul-in-user", "huge-gid",
+        "nul-in-io-device",
     ],
 )  # fmt: skip
 def test_invalid_start_requests_are_invalid_argument_with_a_specific_message(

@@ -144,3 +144,33 @@ def test_output_goes_to_the_stream_it_came_from_unchanged():
     copy_output(responses, stdout, stderr)
     assert stdout.getvalue() == b"out\xff\n"
     assert stderr.getvalue().startswith(b"err\njobworker: the job's output reached its cap of 9 B")
+
+
+def test_other_users_text_is_printed_with_control_characters_escaped():
+    job = running_job()
+    job.command = "printf"
+    job.args[:] = ["\x1b[2J\x1b]0;owned\x07", "\u202eevil"]
+    job.working_directory = "/tmp/\x1b[31mred"
+    job.owner = "mallory\r"
+    job.note = "line\nbreak"
+    text = render.status_text(job)
+    listing = render.table([job], datetime(2025, 1, 31, 12, 1, tzinfo=UTC))
+    for shown in (text, listing):
+        assert "\x1b" not in shown
+        assert "\u202e" not in shown
+        assert "\r" not in shown
+    assert "\\x1b[2J\\x1b]0;owned\\x07" in text
+    assert "\\u202eevil" in text
+    assert "workdir:    /tmp/\\x1b[31mred\n" in text
+    assert "note:       line\\x0abreak\n" in text
+    assert "mallory\\x0d" in listing
+    # JSON escapes them by itself (ensure_ascii), so scripts get the exact text back.
+    assert json.loads(json.dumps(render.job_json(job)))["owner"] == "mallory\r"
+
+
+def test_a_job_from_before_ids_were_kept_shows_its_user_alone():
+    job = running_job()
+    job.ClearField("uid")
+    job.ClearField("gid")
+    assert "user:       nobody\n" in render.status_text(job)
+    assert render.job_json(job)["uid"] is None
