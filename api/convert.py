@@ -18,7 +18,7 @@ from jobworker.isolation.limits import IOLimit, Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outputlog import Stream
 from jobworker.runner.errors import InvalidRequest
-from jobworker.runner.output import OutputCapped, OutputEvent
+from jobworker.runner.output import OutputCapped, OutputEvent, OutputTruncated
 from jobworker.runner.records import JobRecord, JobState
 from jobworker.runner.runner import StartRequest
 from jobworker.v1 import jobworker_pb2 as pb
@@ -139,6 +139,10 @@ def output_event(event: OutputEvent) -> pb.StreamJobOutputResponse:
     if isinstance(event, OutputCapped):
         return pb.StreamJobOutputResponse(
             capped=pb.OutputCapped(offset=event.offset, cap_bytes=event.cap)
+        )
+    if isinstance(event, OutputTruncated):
+        return pb.StreamJobOutputResponse(
+            truncated=pb.OutputTruncated(offset=event.offset, reason=event.reason)
         )
     message = pb.StreamJobOutputResponse()
     chunk = message.chunk

@@ -25,6 +25,9 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.HostUnsupported, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.JobStillRunning, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.CapacityExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.StorageFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    # Records that cannot be written now are retried; the caller may retry too.
+    (errors.StorageError, grpc.StatusCode.UNAVAILABLE),
 )
 
 

@@ -29,6 +29,7 @@ from jobworker.cli.units import (
     parse_duration_or_forever,
     parse_id_range,
     parse_size,
+    parse_size_or_none,
 )
 
 _CLIENT = "jobworker.cli.client"
@@ -228,6 +229,29 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
         metavar="DURATION",
         help="how long an ended job's status and output are kept before they are removed, "
         "e.g. 12h, 7d, 0, or forever (default: %(default)s)",
+    )
+    output = server.add_argument_group("output and disk space")
+    output.add_argument(
+        "--output-cap",
+        type=parse_size_or_none,
+        default="1G",  # the runner's default too; a string, so that --help shows it as typed
+        metavar="SIZE",
+        help="output kept per job; the rest is dropped and readers are told (default: "
+        "%(default)s; none for no cap)",
+    )
+    output.add_argument(
+        "--output-quota",
+        type=parse_size,
+        metavar="SIZE",
+        help="output kept by all jobs together, ended ones included; a job starts with a cap "
+        "of what is left (default: no quota)",
+    )
+    output.add_argument(
+        "--min-free-space",
+        type=parse_size,
+        default="64M",  # the runner's default too
+        metavar="SIZE",
+        help="refuse new jobs while less is free under the state directory (default: %(default)s)",
     )
     server.add_argument(
         "--max-streams",

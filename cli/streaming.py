@@ -23,6 +23,13 @@ def copy_output(
             target = stderr if chunk.stream == pb.OUTPUT_STREAM_STDERR else stdout
             target.write(chunk.data)
             target.flush()
+        elif response.HasField("truncated"):
+            truncated = response.truncated
+            stderr.write(
+                f"jobworker: {truncated.reason}, at byte {truncated.offset}; the rest of the "
+                "job's output was dropped\n".encode()
+            )
+            stderr.flush()
         elif response.HasField("capped"):
             capped = response.capped
             stderr.write(

@@ -44,6 +44,18 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
+def parse_size_or_none(text: str) -> int | None:
+    """A size as ``parse_size`` reads it, or ``none`` (None): no limit."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return parse_size(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size; use a number of bytes or K, M, G, T (e.g. 1G), or none"
+        ) from None
+
+
 def parse_duration(text: str) -> float:
     """A duration in seconds: ``500ms``, ``5s``, ``1.5m``, ``7d``; a bare number is seconds."""
     match = _DURATION.fullmatch(text.strip())

@@ -88,8 +88,60 @@ def write_atomically(path: Path, text: str, *, durable: bool) -> None:
         os.close(fd)
     os.rename(temporary, path)
     if durable:
-        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        _sync_directory(path.parent)
+
+
+def _sync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable."""
+    directory = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class OutcomeFile:
+    """Where a job's shim writes its outcome, with the space for it taken at the start.
+
+    A job may end when the disk is full; its outcome must still be recorded, or the
+    job would be ``lost``. So the shim stages a file of blank space as the job
+    starts (JSON allows trailing white space) and at the end overwrites it in
+    place, which needs no new blocks, then renames it over the outcome's name.
+    """
+
+    SPACE = 16 * 1024
+    """Room staged for the outcome; a longer one (long notes) is written the usual way."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._staged = path.with_name(f".{path.name}.tmp")
+        self._reserved = False
+
+    def reserve(self) -> None:
+        """Stage the blank file; without space for it, ``write`` does the usual thing."""
         try:
-            os.fsync(directory)
+            fd = os.open(self._staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        except OSError:
+            return
+        try:
+            os.write(fd, b" " * self.SPACE)
+            self._reserved = True
+        except OSError:
+            self._reserved = False
         finally:
-            os.close(directory)
+            os.close(fd)
+
+    def write(self, outcome: Outcome) -> None:
+        """Record ``outcome`` durably and atomically: a reader sees the old file or the new."""
+        text = outcome.to_json()
+        if not self._reserved or len(text.encode()) > self.SPACE:
+            write_atomically(self.path, text, durable=True)
+            return
+        fd = os.open(self._staged, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.pwrite(fd, text.encode(), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(self._staged, self.path)
+        _sync_directory(self.path.parent)

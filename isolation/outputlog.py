@@ -13,7 +13,9 @@ Format: an 8-byte magic, then records of an 8-byte header (kind, stream,
 - ``CAPPED``: the per-job output cap was reached; later output is dropped.
   Payload: the cap as ASCII digits.
 - ``END``: the job has ended and nothing more will be written. Payload: the
-  number of bytes dropped after the cap, as ASCII digits.
+  number of bytes dropped (after the cap, or for lack of space), as ASCII digits.
+- ``TRUNCATED``: no space was left to store output; later output is dropped.
+  Payload: why, as UTF-8 text naming the filesystem.
 
 A reader may see a record whose payload is not fully written yet; it treats
 the record as absent until it is complete, so a torn tail is never misread.
@@ -23,7 +25,9 @@ not file positions.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import errno
 import fcntl
 import os
 import struct
@@ -31,6 +35,8 @@ import termios
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from jobworker.isolation import syscalls
 
 MAGIC = b"JWLOG1\n\x00"
 _HEADER = struct.Struct("<BBxxI")
@@ -44,6 +50,7 @@ class Kind(enum.IntEnum):
     DATA = 1
     CAPPED = 2
     END = 3
+    TRUNCATED = 4
 
 
 class Stream(enum.IntEnum):
@@ -58,23 +65,44 @@ class OutputLogError(Exception):
 
 
 class OutputLogWriter:
-    """Appends to a new log; used by exactly one process, the job's shim."""
+    """Appends to a new log; used by exactly one process, the job's shim.
+
+    A job must never die, nor its output be misread, because the disk filled up.
+    So the writer keeps space allocated ahead of what it has written (fallocate
+    with KEEP_SIZE: the file does not grow until written), always at least enough
+    for its last two records. When no more space can be had, it writes a
+    TRUNCATED record into that reserve, saying why, and drops (and counts) all
+    further output; the END record fits in the reserve too. On a filesystem that
+    cannot allocate ahead, a record that fails half-way is cut off again, and the
+    TRUNCATED record is written if there is room for it.
+    """
 
     def __init__(self, path: Path, cap: int | None) -> None:
+        self._path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         self._cap = cap
         self._devnull = -1
+        self._end = 0
+        """Bytes of the file written so far: where the next record goes."""
+        self._reserved = 0
+        """Up to where the file's space is allocated (see the class documentation)."""
+        self._can_reserve = True
+        self._capped = False
         self.written = 0
         self.dropped = 0
-        os.write(self._fd, MAGIC)
+        self.truncated: str | None = None
+        """Why output stopped being stored (no space left), or None while it is stored."""
+        if self._make_room(len(MAGIC)):
+            self._write(MAGIC)
 
     def move_from(self, stream: Stream, pipe: int) -> bool:
         """Move what waits in ``pipe`` into the log; False once the pipe is at end of file.
 
         splice(2) moves the bytes from the pipe to the file inside the kernel: one
         copy fewer than read and write, and no buffer in this process to allocate
-        and fault in for every chunk. Past the cap they go to /dev/null the same way.
-        Only for a pipe that poll() reported readable and that nobody else reads.
+        and fault in for every chunk. Past the cap, or once the disk is full, they
+        go to /dev/null the same way. Only for a pipe that poll() reported readable
+        and that nobody else reads.
 
         The record's last byte goes by write(2): before Linux 6.7 splice raises no
         inotify event, and followers sleep until one comes, so an event must follow
@@ -87,58 +115,167 @@ class OutputLogWriter:
             self.write(stream, data)
             return bool(data)
         count = min(waiting, MAX_RECORD)
-        room = count if self._cap is None else max(min(count, self._cap - self.written), 0)
-        if room:
-            # Header first: a reader treats the record as absent until its payload is whole.
-            os.write(self._fd, _HEADER.pack(Kind.DATA, stream, room))
-            _splice_exactly(pipe, self._fd, room - 1)
-            os.write(self._fd, os.read(pipe, 1))
-            self.written += room
-        if room < count:
-            self._mark_cap()
+        room = self._room(count)
+        taken = self._store_from_pipe(stream, pipe, room) if room else 0
+        if taken < count:
+            if self.truncated is None:
+                self._mark_cap()
             if self._devnull < 0:
                 self._devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-            _splice_exactly(pipe, self._devnull, count - room)
-            self.dropped += count - room
+            _splice_exactly(pipe, self._devnull, count - taken)
+            self.dropped += count - taken
         return True
 
     def write(self, stream: Stream, data: bytes | memoryview) -> None:
-        """Append output; past the cap, count it as dropped and mark the cut once."""
+        """Append output; past the cap or the disk's space, count it as dropped."""
         view = memoryview(data)
-        if self._cap is not None and self.written + len(view) > self._cap:
-            room = max(self._cap - self.written, 0)
-            self._append_data(stream, view[:room])
-            self._mark_cap()
+        room = self._room(len(view))
+        for start in range(0, room, MAX_RECORD):
+            chunk = view[start : min(start + MAX_RECORD, room)]
+            if not self._append(Kind.DATA, stream, chunk):
+                self.dropped += room - start
+                break
+            self.written += len(chunk)
+        if room < len(view):
+            if self.truncated is None:
+                self._mark_cap()
             self.dropped += len(view) - room
-            return
-        self._append_data(stream, view)
-
-    def _mark_cap(self) -> None:
-        """The CAPPED record, once, where output starts to be dropped."""
-        if not self.dropped:
-            self._append(Kind.CAPPED, 0, str(self._cap).encode())
 
     def fileno(self) -> int:
         """The log's descriptor, so a forked child can close its copy."""
         return self._fd
 
     def close(self) -> None:
-        """Write the END record and make the whole log durable."""
-        self._append(Kind.END, 0, str(self.dropped).encode())
-        os.fsync(self._fd)
-        os.close(self._fd)
-        if self._devnull >= 0:
-            os.close(self._devnull)
+        """Write the END record, give back unused space, and make the whole log durable.
 
-    def _append_data(self, stream: Stream, data: memoryview) -> None:
-        for start in range(0, len(data), MAX_RECORD):
-            chunk = data[start : start + MAX_RECORD]
-            self._append(Kind.DATA, stream, chunk)
-            self.written += len(chunk)
+        Raises ``OSError`` only where the filesystem cannot allocate ahead and the
+        disk is full, so that the END record cannot be written.
+        """
+        try:
+            header = _HEADER.pack(Kind.END, 0, len(str(self.dropped)))
+            prefix = MAGIC if self._end == 0 else b""  # the disk was full from the start
+            self._write(prefix + header + str(self.dropped).encode())  # into the reserve
+            if self._reserved > self._end:
+                with contextlib.suppress(OSError):
+                    syscalls.release_space(self._fd, self._end, self._reserved - self._end)
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            if self._devnull >= 0:
+                os.close(self._devnull)
 
-    def _append(self, kind: Kind, stream: int, payload: bytes | memoryview) -> None:
+    def _room(self, count: int) -> int:
+        """How many of ``count`` new bytes may be stored, by the cap and the disk."""
+        if self.truncated is not None:
+            return 0
+        return count if self._cap is None else max(min(count, self._cap - self.written), 0)
+
+    def _store_from_pipe(self, stream: Stream, pipe: int, count: int) -> int:
+        """Store ``count`` bytes of ``pipe`` as one record; how many it took from the pipe."""
+        if not self._make_room(_HEADER.size + count):
+            return 0
+        start, moved = self._end, 0
+        try:
+            # Header first: a reader treats the record as absent until its payload is whole.
+            self._write(_HEADER.pack(Kind.DATA, stream, count))
+            while moved < count - 1:
+                step = os.splice(pipe, self._fd, count - 1 - moved)
+                if not step:
+                    raise OutputLogError(f"a pipe held {count - moved} bytes fewer than it said")
+                moved += step
+                self._end += step
+            last = os.read(pipe, 1)
+            moved += 1
+            self._write(last)
+        except OSError as error:
+            self._lost_space(error, start)
+            self.dropped += moved
+            return moved
+        self.written += count
+        return count
+
+    def _mark_cap(self) -> None:
+        """The CAPPED record, once, where output starts to be dropped."""
+        if not self._capped:
+            self._capped = True
+            self._append(Kind.CAPPED, 0, str(self._cap).encode())
+
+    def _append(self, kind: Kind, stream: int, payload: bytes | memoryview) -> bool:
+        """One record; False if the disk had no room for it (output is truncated then)."""
         header = _HEADER.pack(kind, stream, len(payload))
-        os.writev(self._fd, [header, payload])
+        if not self._make_room(len(header) + len(payload)):
+            return False
+        start = self._end
+        try:
+            self._write(header, payload)
+        except OSError as error:
+            self._lost_space(error, start)
+            return False
+        return True
+
+    def _make_room(self, size: int) -> bool:
+        """Space for ``size`` more bytes and the reserve after them; False once there is none.
+
+        Space is taken ahead in steps that grow with the log (64 KiB to 4 MiB), so a
+        small job holds little and a large one calls fallocate rarely.
+        """
+        if self.truncated is not None:
+            return False
+        wanted = self._end + size + _RESERVE
+        if not self._can_reserve or wanted <= self._reserved:
+            return True
+        step = max(wanted - self._reserved, min(max(self._end, _MIN_STEP), _MAX_STEP))
+        try:
+            syscalls.reserve_space(self._fd, self._reserved, step)
+        except OSError as error:
+            if error.errno not in _NO_SPACE:
+                self._can_reserve = False  # this filesystem cannot: write and see
+                return True
+            self._stop_storing(error)
+            return False
+        self._reserved += step
+        return True
+
+    def _lost_space(self, error: OSError, start: int) -> None:
+        """A write failed half-way: cut the partial record off and stop storing output."""
+        if error.errno not in _NO_SPACE:
+            raise error
+        os.ftruncate(self._fd, start)
+        os.lseek(self._fd, start, os.SEEK_SET)
+        self._end = start
+        self._stop_storing(error)
+
+    def _stop_storing(self, error: OSError) -> None:
+        """Say in the log why output stops here (it fits in the reserve); drop the rest."""
+        self.truncated = f"output truncated: {error.strerror} on {_volume(self._path)}"
+        payload = self.truncated.encode()
+        with contextlib.suppress(OSError):  # without a reserve there may be no room for it
+            self._write(_HEADER.pack(Kind.TRUNCATED, 0, len(payload)), payload)
+
+    def _write(self, *parts: bytes | memoryview) -> None:
+        """Write all of ``parts`` at the end of the log."""
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            self._end += written
+            view = view[written:]
+
+
+_RESERVE = 4096
+"""Kept allocated past the end at all times: room for a TRUNCATED and an END record."""
+_MIN_STEP = 64 * 1024
+_MAX_STEP = 4 << 20
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _volume(path: Path) -> str:
+    """The mount point of the filesystem holding ``path``, to name it in messages."""
+    path = path.absolute()
+    device = path.stat().st_dev if path.exists() else path.parent.stat().st_dev
+    while path.parent != path and path.parent.stat().st_dev == device:
+        path = path.parent
+    return str(path)
 
 
 def _bytes_waiting(pipe: int) -> int:

@@ -52,7 +52,13 @@ from jobworker.isolation import child, syscalls
 from jobworker.isolation.cgroups import JobCgroup, Usage
 from jobworker.isolation.errors import IsolationError
 from jobworker.isolation.namespaces import CLONE_NEWPID
-from jobworker.isolation.outcome import Outcome, decode_wait_status, utcnow, write_atomically
+from jobworker.isolation.outcome import (
+    Outcome,
+    OutcomeFile,
+    decode_wait_status,
+    utcnow,
+    write_atomically,
+)
 from jobworker.isolation.outputlog import OutputLogWriter, Stream
 from jobworker.isolation.procfs import start_ticks
 
@@ -186,6 +192,7 @@ class _Shim:
         self.ignored_signals = ignored_signals
         self.run_dir = Path(request.run_dir)
         self.cgroup = JobCgroup(Path(request.cgroup))
+        self.outcome = OutcomeFile(self.run_dir / OUTCOME)
         self.notes: list[str] = []
 
     def run(self, connection: socket.socket, netns_fd: int | None) -> None:
@@ -216,6 +223,7 @@ class _Shim:
         self._save_state(pid, started_at)
         _send(connection, _cloned_report(pid, started_at), fds=[main_pidfd])
         connection.close()
+        self.outcome.reserve()  # now, while there may still be space: see OutcomeFile
         # If the exec fails, the first process exits with 127 and this shim records
         # that like any end; the launcher, having read why, discards the job.
         streams = {pipes.stdout_r: Stream.STDOUT, pipes.stderr_r: Stream.STDERR}
@@ -332,6 +340,10 @@ class _Shim:
             log.close()
         except OSError as error:
             self.notes.append(f"the end of the job's output could not be recorded: {error}")
+        if log.truncated:
+            self.notes.append(
+                f"{log.truncated} after {log.written} bytes; {log.dropped} bytes were dropped"
+            )
         outcome = Outcome(
             exit_code=exit_code,
             signal=signo,
@@ -341,7 +353,7 @@ class _Shim:
             ended_at=ended_at,
             note="; ".join(self.notes) or None,
         )
-        write_atomically(self.run_dir / OUTCOME, outcome.to_json(), durable=True)
+        self.outcome.write(outcome)
 
     def _release_cgroup(self) -> tuple[bool, Usage]:
         """Make sure nothing of the job runs, read its accounting, remove its group."""

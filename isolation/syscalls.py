@@ -27,6 +27,9 @@ _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
 """Like clone3's, the same numbers on every architecture (Linux 5.2)."""
 
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
 PR_SET_NAME = 15
 PR_SET_NO_NEW_PRIVS = 38
 
@@ -46,6 +49,7 @@ _libc.mount.argtypes = [
     ctypes.c_void_p,
 ]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 _libc.syscall.restype = ctypes.c_long
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
@@ -181,6 +185,21 @@ def move_mount(tree_fd: int, target: str) -> None:
         ctypes.c_ulong(_MOVE_MOUNT_F_EMPTY_PATH),
     )
     _check(int(result), f"move_mount {target}")
+
+
+def reserve_space(fd: int, offset: int, length: int) -> None:
+    """Allocate disk space for a byte range of a file without changing its size.
+
+    Writes into the range later need no new blocks, so they cannot fail for lack of
+    space. EOPNOTSUPP where the filesystem cannot do it.
+    """
+    _check(_libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, offset, length), "fallocate")
+
+
+def release_space(fd: int, offset: int, length: int) -> None:
+    """Give back the disk space of a byte range (a hole), keeping the file's size."""
+    mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+    _check(_libc.fallocate(fd, mode, offset, length), "fallocate")
 
 
 def set_no_new_privs() -> None:

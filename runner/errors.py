@@ -13,6 +13,7 @@
     ├── JobStillRunning      the call needs an ended job, and this one runs
     ├── CapacityExhausted    the configured number of running jobs is reached
     ├── StorageError         the state directory or the record database failed
+    │   └── StorageFull      ... for lack of space (or below the configured reserve)
     └── InternalError        a bug in jobworker, not a problem with the request
 """
 
@@ -84,6 +85,10 @@ class CapacityExhausted(RunnerError):
 
 class StorageError(RunnerError):
     """Records or output could not be stored."""
+
+
+class StorageFull(StorageError):
+    """No space is left to store records or output, or less than the configured reserve."""
 
 
 class InternalError(RunnerError):

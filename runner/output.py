@@ -47,7 +47,19 @@ class OutputCapped:
     cap: int
 
 
-OutputEvent = OutputChunk | OutputCapped
+@dataclass(frozen=True)
+class OutputTruncated:
+    """From ``offset`` on, the job's output was dropped because it could not be stored.
+
+    ``reason`` says why and where, e.g. "output truncated: No space left on device
+    on /var/lib/jobworker". The job itself runs on.
+    """
+
+    offset: int
+    reason: str
+
+
+OutputEvent = OutputChunk | OutputCapped | OutputTruncated
 
 
 async def read_output(
@@ -87,6 +99,8 @@ async def read_output(
                     return
                 if record.kind is Kind.CAPPED:
                     yield OutputCapped(offset=record.offset, cap=record.number)
+                elif record.kind is Kind.TRUNCATED:
+                    yield OutputTruncated(record.offset, record.data.decode(errors="replace"))
                 else:
                     assert record.stream is not None
                     yield OutputChunk(stream=record.stream, offset=record.offset, data=record.data)

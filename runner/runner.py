@@ -60,10 +60,12 @@ from jobworker.runner.errors import (
     StartFailed,
     StartFailure,
     StorageError,
+    StorageFull,
 )
 from jobworker.runner.inotify import FileWatcher
 from jobworker.runner.job_limits import LimitPolicy
 from jobworker.runner.output import OutputEvent, read_output
+from jobworker.runner.quota import OutputQuota
 from jobworker.runner.records import JobRecord, JobState
 from jobworker.runner.retention import DEFAULT_KEEP_ENDED_SECONDS, Retention
 from jobworker.runner.store import RecordStore
@@ -73,8 +75,11 @@ log = logging.getLogger("jobworker.runner")
 T = TypeVar("T")
 
 DEFAULT_OUTPUT_CAP = 1 << 30
+DEFAULT_MIN_FREE_BYTES = 64 << 20
 DEFAULT_MAX_RUNNING_JOBS = 1000
 SHUTDOWN_STOPPER = "jobworker (shutdown)"
+_SAVE_RETRY_SECONDS = 1.0
+_SAVE_RETRY_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,11 @@ class RunnerConfig:
     cgroup_parent: str | None = None
     output_cap_bytes: int | None = DEFAULT_OUTPUT_CAP
     """Per job; output past it is dropped and the stream says so. None means no cap."""
+    output_quota_bytes: int | None = None
+    """Output of all jobs together, ended ones included (see ``quota``); None: no quota."""
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    """New jobs are refused while less is free under the state directory: records and the
+    output of running jobs need the rest."""
     max_running_jobs: int = DEFAULT_MAX_RUNNING_JOBS
     stop_jobs_on_close: bool = False
     """Default False: jobs outlive a clean shutdown and are re-adopted at the next start."""
@@ -156,6 +166,11 @@ class Runner:
         self.config = config
         self._users = users
         self._limits = limits
+        self._quota = OutputQuota(config.output_quota_bytes, config.output_cap_bytes)
+        self._unsaved: dict[str, JobRecord] = {}
+        """Final records of ended jobs that could not be stored yet (a full disk)."""
+        self._space_freed = asyncio.Event()
+        self._saving: asyncio.Task[None] | None = None
         self._transient = TransientUsers(IdRange(*config.transient_ids), config.homes)
         self._launcher = launcher
         self._store = store
@@ -231,11 +246,15 @@ class Runner:
             cwd=request.working_directory,
             limits=self._limits.apply(request.limits),
             namespaces=request.namespaces,
-            output_cap=self.config.output_cap_bytes,
+            output_cap=self._quota.start(job_id),
         )
         # Off the event loop: user lookups may ask a directory server, validation
         # stats device paths, and the job's directories are made on disk.
-        spec, settings = await asyncio.to_thread(self._prepare, spec, request)
+        try:
+            spec, settings = await asyncio.to_thread(self._prepare, spec, request)
+        except BaseException:
+            self._quota.release(job_id)
+            raise
         assert spec.user is not None
         record = JobRecord(
             id=job_id,
@@ -283,6 +302,7 @@ class Runner:
             settings = spec.validate()  # before anything exists, the record included
         except isolation.InvalidSpec as error:
             raise _translate(error) from None
+        _check_free_space(self.config.state_dir, self.config.min_free_bytes)
         if user is None:
             user = self._transient.allocate(spec.job_id)
         spec = replace(spec, user=user)
@@ -300,6 +320,7 @@ class Runner:
 
     async def _forget(self, record: JobRecord, stored: asyncio.Future[None]) -> None:
         """Undo a start that failed: no record and no files are left of it."""
+        self._quota.release(record.id)
         with contextlib.suppress(Exception):
             await stored  # the delete must come after the write
         await asyncio.to_thread(self._clean_up_user, record.id, record.uid)
@@ -319,16 +340,19 @@ class Runner:
         self._transient.release(uid)
 
     async def _remove(self, job_id: str) -> None:
-        """Delete a job's record and its run directory (the directory even if the record stays).
+        """Delete a job's run directory, then its record.
 
-        A crash in between leaves a directory without a record, which the next start
-        removes, or a record whose output is gone, which retention removes when due.
+        Files first: on a full disk, SQLite needs space even to delete a record, and
+        removing the output frees it. Off the database thread, which would otherwise
+        hold every record write behind deleting up to a whole output cap. A crash in
+        between leaves a record whose output is gone, which retention removes when due.
         """
-        try:
-            await self._db(self._store.delete, job_id)
-        finally:
-            rmtree = functools.partial(shutil.rmtree, self.jobs_dir / job_id, ignore_errors=True)
-            await self._db(rmtree)
+        rmtree = functools.partial(shutil.rmtree, self.jobs_dir / job_id, ignore_errors=True)
+        await asyncio.to_thread(rmtree)
+        self._quota.release(job_id)
+        self._space_freed.set()  # records waiting for space may fit now
+        self._unsaved.pop(job_id, None)
+        await self._db(self._store.delete, job_id)
 
     async def stop(self, job_id: str, grace: float, by: str) -> JobRecord:
         """Stop a job and return its final record once it has ended.
@@ -347,7 +371,12 @@ class Runner:
         if active.record.stopped_by is None:
             active.record = active.record.stop_requested(by)
             # Durable before acting: after a crash, the successor knows it was a stop.
-            await self._db(self._store.put, active.record)
+            # On a full disk, stop all the same: the final record, retried until it is
+            # stored, says who stopped the job.
+            try:
+                await self._db(self._store.put, active.record)
+            except StorageError as error:
+                log.warning("job %s: stopping it, though %s", job_id, error)
         await active.handle.stop(grace)
         await active.ended.wait()
         return active.record
@@ -357,6 +386,8 @@ class Runner:
         active = self._active.get(job_id)
         if active is not None:
             return active.record
+        if job_id in self._unsaved:
+            return self._unsaved[job_id]
         record = await self._db(self._store.get, job_id)
         if record is None:
             raise JobNotFound(f"no job {job_id}")
@@ -365,13 +396,13 @@ class Runner:
     async def list_jobs(self, owner: str | None = None) -> list[JobRecord]:
         """All jobs, oldest first, optionally only one owner's."""
         records = await self._db(self._store.records, owner)
+        current = [
+            self._active[r.id].record if r.id in self._active else self._unsaved.get(r.id, r)
+            for r in records
+        ]
         # A running record of no tracked job is a start still in flight (its record
         # is written while it launches): it is not listed until it has started.
-        return [
-            self._active[r.id].record if r.id in self._active else r
-            for r in records
-            if r.ended or r.id in self._active
-        ]
+        return [r for r in current if r.ended or r.id in self._active]
 
     async def remove(self, job_id: str) -> None:
         """Remove an ended job's record and output now, before retention would."""
@@ -418,6 +449,8 @@ class Runner:
         """
         self._closing.set()
         self._retention.close()
+        if self._saving is not None:
+            self._saving.cancel()  # what is not stored yet, a successor learns from the shims
         self._watcher.wake_all()  # followers look at ``closing`` only when woken
         if self.config.stop_jobs_on_close:
             await asyncio.gather(
@@ -457,15 +490,50 @@ class Runner:
         # then sees the final record and does not write over it.
         active.record = final = active.record.finished(outcome)
         try:
-            await self._db(self._store.put, final)
-            self._retention.schedule(final)
+            await self._save_final(final)
         finally:
             del self._active[final.id]
             active.ended.set()
             self._watcher.wake(self.jobs_dir / final.id / OUTPUT_LOG)  # its followers look now
             if not active.handle.cgroup.path.exists():  # else its uid stays taken until a restart
                 await asyncio.to_thread(self._clean_up_user, final.id, final.uid)
+            self._quota.hold(final.id, await asyncio.to_thread(_log_size, self.jobs_dir, final.id))
         log.info("job %s %s: %s", final.id, final.state.value, _describe_end(final))
+
+    async def _save_final(self, record: JobRecord) -> None:
+        """Store a job's final record; if the disk is full, keep retrying in the background.
+
+        Meanwhile the record in memory is the job's: it has ended for everyone who
+        asks, and it becomes durable once there is space again (a removal frees some,
+        and wakes the retries at once).
+        """
+        try:
+            await self._db(self._store.put, record)
+        except StorageError as error:
+            log.warning("job %s: its final record waits for space: %s", record.id, error)
+            self._unsaved[record.id] = record
+            if self._saving is None or self._saving.done():
+                self._saving = asyncio.create_task(self._save_later(), name="save-records")
+            return
+        self._retention.schedule(record)
+
+    async def _save_later(self) -> None:
+        delay = _SAVE_RETRY_SECONDS
+        while self._unsaved:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._space_freed.wait()
+            self._space_freed.clear()
+            delay = min(delay * 2, _SAVE_RETRY_MAX_SECONDS)
+            for record in list(self._unsaved.values()):
+                try:
+                    await self._db(self._store.put, record)
+                except StorageError:
+                    break
+                if self._unsaved.pop(record.id, None) is not None:
+                    self._retention.schedule(record)
+                    log.info("job %s: its final record is stored now", record.id)
+                delay = _SAVE_RETRY_SECONDS
 
     async def _recover(self) -> None:
         """Take over what an earlier run left; one job's damage never stops the service."""
@@ -480,7 +548,10 @@ class Runner:
                     log.exception("job %s: its leftovers could not be removed", group.name)
         for record in await self._db(self._store.records):
             if record.ended:
+                self._quota.hold(record.id, _log_size(self.jobs_dir, record.id))
                 await self._retention.remove_or_schedule(record)
+            elif record.id in self._active:  # its cap is what it may still write
+                self._quota.hold(record.id, self.config.output_cap_bytes or 0)
             if record.uid is not None:
                 self._transient.continue_after(record.uid)  # the newest record's comes last
         for run_dir in self.jobs_dir.iterdir():
@@ -609,6 +680,26 @@ def _prepare_home_root(root: Path) -> None:
                 f"jobs could not reach their home directories under {root}: {directory} is "
                 "not searchable by other users; choose another place with --home-root"
             )
+
+
+def _check_free_space(state_dir: Path, reserve: int) -> None:
+    """Refuse new jobs while less than ``reserve`` bytes are free under the state directory."""
+    stats = os.statvfs(state_dir)
+    free = stats.f_bavail * stats.f_frsize
+    if free < reserve:
+        raise StorageFull(
+            f"no new jobs while {free >> 20} MiB are free under {state_dir}, less than the "
+            f"{reserve >> 20} MiB kept for records and running jobs; remove ended jobs "
+            "(`jobworker rm`) or free space"
+        )
+
+
+def _log_size(jobs_dir: Path, job_id: str) -> int:
+    """Bytes a job's output log takes now; 0 if it has none."""
+    try:
+        return (jobs_dir / job_id / OUTPUT_LOG).stat().st_size
+    except OSError:
+        return 0
 
 
 def _prepare_state_dir(state_dir: Path) -> None:

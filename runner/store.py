@@ -11,7 +11,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from jobworker.runner.errors import StorageError
+from jobworker.runner.errors import StorageError, StorageFull
 from jobworker.runner.records import JobRecord, JobState
 
 SCHEMA_VERSION = 1
@@ -74,14 +74,14 @@ class RecordStore:
                 ),
             )
         except sqlite3.Error as error:
-            raise StorageError(f"cannot store the record of job {record.id}: {error}") from None
+            raise _storage_error(f"cannot store the record of job {record.id}", error) from None
 
     def delete(self, job_id: str) -> None:
         """Remove a record (of a job that failed to start); a missing one is fine."""
         try:
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         except sqlite3.Error as error:
-            raise StorageError(f"cannot delete the record of job {job_id}: {error}") from None
+            raise _storage_error(f"cannot delete the record of job {job_id}", error) from None
 
     def get(self, job_id: str) -> JobRecord | None:
         """The record of one job, if there is one."""
@@ -119,6 +119,13 @@ class RecordStore:
             return self._db.execute(sql, parameters).fetchall()
         except sqlite3.Error as error:
             raise StorageError(f"cannot read job records: {error}") from None
+
+
+def _storage_error(what: str, error: sqlite3.Error) -> StorageError:
+    """``StorageFull`` when the disk is full (SQLite needs room even to delete)."""
+    if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return StorageFull(f"{what}: no space left for the job database")
+    return StorageError(f"{what}: {error}")
 
 
 def _decode(row: tuple[str, ...]) -> JobRecord:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from jobworker.isolation.outputlog import Stream
-from jobworker.runner.output import OutputCapped, OutputChunk, OutputEvent
+from jobworker.runner.output import OutputCapped, OutputChunk, OutputEvent, OutputTruncated
 from jobworker.runner.runner import Runner, RunnerConfig, StartRequest
 from tests.privileged.helpers import run
 
@@ -43,17 +43,19 @@ async def until_ended(runner: Runner, job_id: str) -> None:
         pass
 
 
-async def collect(events: AsyncIterator[OutputEvent]) -> tuple[bytes, bytes, list[OutputCapped]]:
-    """Drain a stream: stdout, stderr and any cap markers."""
-    out, err, caps = bytearray(), bytearray(), []
+async def collect(
+    events: AsyncIterator[OutputEvent],
+) -> tuple[bytes, bytes, list[OutputCapped | OutputTruncated]]:
+    """Drain a stream: stdout, stderr and any markers (cap reached, output truncated)."""
+    out, err, markers = bytearray(), bytearray(), []
     async for event in events:
-        if isinstance(event, OutputCapped):
-            caps.append(event)
+        if isinstance(event, OutputCapped | OutputTruncated):
+            markers.append(event)
         elif event.stream is Stream.STDOUT:
             out += event.data
         else:
             err += event.data
-    return bytes(out), bytes(err), caps
+    return bytes(out), bytes(err), markers
 
 
 async def digest(events: AsyncIterator[OutputEvent]) -> tuple[str, int]:

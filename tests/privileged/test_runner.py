@@ -29,7 +29,7 @@ from jobworker.runner.errors import (
     StartFailed,
     StartFailure,
 )
-from jobworker.runner.output import OutputCapped, OutputChunk, OutputEvent
+from jobworker.runner.output import OutputCapped, OutputChunk, OutputEvent, OutputTruncated
 from jobworker.runner.records import JobState
 from jobworker.runner.runner import SHUTDOWN_STOPPER, Runner, RunnerConfig, StartRequest
 from tests.descriptors import descriptor_targets
@@ -262,7 +262,7 @@ def _files_open() -> list[str]:
 
 
 def test_output_past_the_cap_is_marked_for_readers(config: RunnerConfig) -> None:
-    async def body(runner: Runner) -> tuple[bytes, list[OutputCapped]]:
+    async def body(runner: Runner) -> tuple[bytes, list[OutputCapped | OutputTruncated]]:
         job = await runner.start(
             StartRequest(command="head", args=("-c", "5000", "/dev/zero")), "a"
         )

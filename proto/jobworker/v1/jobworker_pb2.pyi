@@ -710,6 +710,7 @@ class StreamJobOutputResponse(_message.Message):
 
     CHUNK_FIELD_NUMBER: _builtins.int
     CAPPED_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def chunk(self) -> Global___OutputChunk:
         """Bytes the job wrote."""
@@ -718,21 +719,54 @@ class StreamJobOutputResponse(_message.Message):
     def capped(self) -> Global___OutputCapped:
         """The job reached its output cap; output after this point was dropped."""
 
+    @_builtins.property
+    def truncated(self) -> Global___OutputTruncated:
+        """The server ran out of space to store the job's output; output after this
+        point was dropped (the job itself runs on).
+        """
+
     def __init__(
         self,
         *,
         chunk: Global___OutputChunk | None = ...,
         capped: Global___OutputCapped | None = ...,
+        truncated: Global___OutputTruncated | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["capped", b"capped", "chunk", b"chunk", "event", b"event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capped", b"capped", "chunk", b"chunk", "event", b"event", "truncated", b"truncated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capped", b"capped", "chunk", b"chunk", "event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capped", b"capped", "chunk", b"chunk", "event", b"event", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["chunk", "capped"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["chunk", "capped", "truncated"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___StreamJobOutputResponse: _TypeAlias = StreamJobOutputResponse  # noqa: Y015
+
+@_typing.final
+class OutputTruncated(_message.Message):
+    """The job's output could not be stored any more."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFSET_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    offset: _builtins.int
+    """The output offset at which output was cut."""
+    reason: _builtins.str
+    """Why, e.g. "output truncated: No space left on device on /var/lib/jobworker"."""
+    def __init__(
+        self,
+        *,
+        offset: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutputTruncated: _TypeAlias = OutputTruncated  # noqa: Y015
 
 @_typing.final
 class OutputChunk(_message.Message):

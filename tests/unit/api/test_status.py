@@ -6,6 +6,7 @@ import grpc
 import pytest
 
 from jobworker.api.status import status_for
+from jobworker.api.streams import TooManyStreams
 from jobworker.runner import errors
 
 
@@ -22,11 +23,15 @@ from jobworker.runner import errors
         (errors.HostUnsupported("no cgroup v2"), grpc.StatusCode.FAILED_PRECONDITION),
         (errors.JobStillRunning("job x is running"), grpc.StatusCode.FAILED_PRECONDITION),
         (errors.CapacityExhausted("1000 jobs"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.UserNotAllowed("only an admin may"), grpc.StatusCode.PERMISSION_DENIED),
+        (errors.StorageFull("no space left"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.StorageError("database is locked"), grpc.StatusCode.UNAVAILABLE),
+        (TooManyStreams("bob already has 128"), grpc.StatusCode.RESOURCE_EXHAUSTED),
     ],
     ids=lambda value: type(value).__name__,
 )
 def test_each_error_gets_its_code_and_keeps_its_message(
-    error: errors.RunnerError, code: grpc.StatusCode
+    error: Exception, code: grpc.StatusCode
 ) -> None:
     assert status_for(error) == (code, str(error))
 
@@ -38,7 +43,7 @@ def test_an_invalid_request_message_names_its_field() -> None:
 
 @pytest.mark.parametrize(
     "error",
-    [errors.InternalError("pidfd_open: EBADF"), errors.StorageError("disk full"), KeyError("x")],
+    [errors.InternalError("pidfd_open: EBADF"), OSError(5, "I/O error"), KeyError("x")],
 )
 def test_internal_failures_are_logged_but_not_shown(
     error: Exception, caplog: pytest.LogCaptureFixture
