@@ -14,6 +14,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -273,6 +274,8 @@ def test_errors_are_one_line_with_a_documented_exit_status(cli: Cli) -> None:
     alice = ("--cert", str(cli.tls / "alice.crt"), "--key", str(cli.tls / "alice.key"))
     missing = str(uuid.uuid4())
     down = {**cli.env, "JOBWORKER_SERVER": "localhost:1"}
+    state = tempfile.mkdtemp(prefix="jobworker-cli-state-")
+    server = ["server", "--tls-dir", str(cli.tls), "--listen", "localhost:0", "--state-dir", state]
     cases = [
         (["run", "--memory", "64X", "--", "true"], cli.env, 2, "'64X' is not a size"),
         (["run", "--frobnicate", "--", "true"], cli.env, 2, "unrecognized arguments"),
@@ -286,6 +289,18 @@ def test_errors_are_one_line_with_a_documented_exit_status(cli: Cli) -> None:
             cli.env,
             1,
             "jobworker: the server cannot start: cannot read /nonexistent/server.crt",
+        ),
+        (
+            [*server, "--transient-ids", "65000-66000"],
+            cli.env,
+            1,
+            "the transient user ids 65000-66000 are already in use on this host: user nobody",
+        ),
+        (
+            [*server, "--home-root", str(cli.tls / "homes")],
+            cli.env,
+            1,
+            f"jobs could not reach their home directories under {cli.tls / 'homes'}: ",
         ),
     ]
     # In parallel: each process start is slow in the test VM.
