@@ -493,11 +493,14 @@ class Runner:
             await self._save_final(final)
         finally:
             del self._active[final.id]
-            active.ended.set()
-            self._watcher.wake(self.jobs_dir / final.id / OUTPUT_LOG)  # its followers look now
+            try:  # before anyone may remove the job: what its output holds from now on
+                size = await asyncio.to_thread(_log_size, self.jobs_dir, final.id)
+                self._quota.hold(final.id, size)
+            finally:
+                active.ended.set()
+                self._watcher.wake(self.jobs_dir / final.id / OUTPUT_LOG)  # followers look now
             if not active.handle.cgroup.path.exists():  # else its uid stays taken until a restart
                 await asyncio.to_thread(self._clean_up_user, final.id, final.uid)
-            self._quota.hold(final.id, await asyncio.to_thread(_log_size, self.jobs_dir, final.id))
         log.info("job %s %s: %s", final.id, final.state.value, _describe_end(final))
 
     async def _save_final(self, record: JobRecord) -> None:
