@@ -47,6 +47,20 @@ def as_root(script: str) -> StartRequest:
     return sh(script, user="root", user_by_admin=True)
 
 
+async def first_refusal(
+    runner: Runner, *, attempts: int, pause: float = 0.0
+) -> CapacityExhausted | None:
+    """Start short jobs one after another until one is refused for lack of resources."""
+    for _ in range(attempts):
+        try:
+            job = await runner.start(sh("true"), owner="bob")
+        except CapacityExhausted as error:
+            return error
+        await until_ended(runner, job.id)
+        await asyncio.sleep(pause)
+    return None
+
+
 def test_a_job_that_nests_a_cgroup_in_its_own_ends_and_is_stopped(config: RunnerConfig) -> None:
     async def body(runner: Runner) -> None:
         finished = await runner.start(as_root(NESTED), owner="admin")
@@ -98,14 +112,7 @@ def test_the_fork_server_survives_a_failed_fork(config: RunnerConfig) -> None:
         # must not count. Then no process more in the group: the fork server cannot fork.
         (CGROUP_ROOT / "cgroup.procs").write_text(str(os.getpid()))
         (supervisor / "pids.max").write_text((supervisor / "pids.current").read_text())
-        refused = None
-        for _ in range(5):  # the spares forked before are used up first
-            try:
-                record = await runner.start(sh("true"), owner="bob")
-            except CapacityExhausted as error:
-                refused = error
-                break
-            await until_ended(runner, record.id)
+        refused = await first_refusal(runner, attempts=5)  # spares forked before go first
         assert refused is not None, "every start succeeded without a fork"
         assert "could not create a process (Resource temporarily unavailable)" in str(refused)
         (supervisor / "pids.max").write_text("max")
@@ -199,15 +206,7 @@ def test_all_jobs_together_stay_within_their_budget(config: RunnerConfig) -> Non
 
     async def body(runner: Runner) -> None:
         hog = await runner.start(sh("for i in $(seq 60); do sleep 600 & done; wait"), owner="m")
-        refused = None
-        for _ in range(60):  # until the hog has taken the whole budget
-            try:
-                job = await runner.start(sh("true"), owner="bob")
-            except CapacityExhausted as error:
-                refused = error
-                break
-            await until_ended(runner, job.id)
-            await asyncio.sleep(0.2)
+        refused = await first_refusal(runner, attempts=60, pause=0.2)  # the hog grows
         assert refused is not None, "jobs together exceeded their budget"
         assert "no process could be made for it" in str(refused)
         await runner.stop(hog.id, grace=0, by="m")
