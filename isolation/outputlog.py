@@ -247,7 +247,8 @@ class OutputLogWriter:
 
     def _stop_storing(self, error: OSError) -> None:
         """Say in the log why output stops here (it fits in the reserve); drop the rest."""
-        self.truncated = f"output truncated: {error.strerror} on {_volume(self._path)}"
+        reason = os.strerror(error.errno or errno.ENOSPC)
+        self.truncated = f"output truncated: {reason} on {_volume(self._path)}"
         payload = self.truncated.encode()
         with contextlib.suppress(OSError):  # without a reserve there may be no room for it
             self._write(_HEADER.pack(Kind.TRUNCATED, 0, len(payload)), payload)

@@ -123,7 +123,7 @@ def serve_cli(root: Path, homes: Path) -> Iterator[Cli]:
         stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
     try:
-        line = read_line(server.stdout)
+        line = read_line(server.stdout, timeout=300)  # a minute or more in a busy test VM
         assert line.startswith("jobworker server listening on localhost:"), (
             line + (root / "server.log").read_text()
         )

@@ -35,7 +35,7 @@ def small_disk(config: RunnerConfig) -> Iterator[RunnerConfig]:
         ["mount", "-t", "tmpfs", "-o", "size=16m,mode=700", "small", str(state)], check=True
     )
     try:
-        yield replace(config, min_free_bytes=2 << 20)
+        yield replace(config, min_free_bytes=2 << 20, stop_jobs_on_close=True)
     finally:
         subprocess.run(["umount", "-l", str(state)], check=True)
 
@@ -48,7 +48,7 @@ def stored_state(state_dir: Path, job_id: str) -> str | None:
 
 def test_jobs_run_on_when_their_output_no_longer_fits(small_disk: RunnerConfig) -> None:
     state = small_disk.state_dir
-    go = state.parent / "go"
+    go = small_disk.homes / "go"  # a path jobs can reach (the test's own folders are private)
 
     async def scenario() -> None:
         runner = await Runner.open(small_disk)

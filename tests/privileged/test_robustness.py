@@ -43,6 +43,21 @@ OWN_GROUP = "/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)"
 NESTED = f"mkdir {OWN_GROUP}/nested && echo $$ > {OWN_GROUP}/nested/cgroup.procs && echo ready"
 
 
+HOG = """
+import os, sys, time
+for _ in range(60):
+    try:
+        if os.fork() == 0:
+            time.sleep(600)
+            os._exit(0)
+    except OSError:  # unlike a shell, it keeps what it has when a fork fails
+        break
+print("holding", flush=True)
+time.sleep(600)
+"""
+"""Takes as many processes as it is given, and holds them."""
+
+
 def as_root(script: str) -> StartRequest:
     return sh(script, user="root", user_by_admin=True)
 
@@ -205,8 +220,9 @@ def test_all_jobs_together_stay_within_their_budget(config: RunnerConfig) -> Non
     budget = replace(config, jobs_pids=40, default_limits=Limits(pids=1000))
 
     async def body(runner: Runner) -> None:
-        hog = await runner.start(sh("for i in $(seq 60); do sleep 600 & done; wait"), owner="m")
-        refused = await first_refusal(runner, attempts=60, pause=0.2)  # the hog grows
+        hog = await runner.start(StartRequest(command="python3", args=("-c", HOG)), owner="m")
+        await wait_for_output(runner, hog.id, b"holding")
+        refused = await first_refusal(runner, attempts=3)
         assert refused is not None, "jobs together exceeded their budget"
         assert "no process could be made for it" in str(refused)
         await runner.stop(hog.id, grace=0, by="m")
