@@ -220,7 +220,7 @@ class Launcher:
             await _send(self._control, forkserver.ORDER, [theirs.fileno()])
         except OSError as error:
             ours.close()
-            raise InternalError(f"the fork server is gone: {error.strerror}") from None
+            raise InternalError(f"the fork server is gone: {error.strerror}") from error
         finally:
             theirs.close()
         return ours

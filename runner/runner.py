@@ -211,7 +211,7 @@ class Runner:
         except BaseException as error:
             await launcher.close()
             store.close()
-            raise _translate(error) from None
+            raise _translate(error) from error
         # Only now: the fork server, and so every shim and job, keeps the limit we were given.
         _raise_open_file_limit()
         runner = cls(config, launcher, store, users, limits)
@@ -277,7 +277,7 @@ class Runner:
             handle = await self._launcher.launch(spec, settings)
         except BaseException as error:
             await self._forget(record, stored)
-            raise _translate(error) from None
+            raise _translate(error) from error
         try:
             await stored
         except BaseException:
@@ -301,7 +301,7 @@ class Runner:
             user = self._users.choose(request.user, anyone=request.user_by_admin)
             settings = spec.validate()  # before anything exists, the record included
         except isolation.InvalidSpec as error:
-            raise _translate(error) from None
+            raise _translate(error) from error
         _check_free_space(self.config.state_dir, self.config.min_free_bytes)
         if user is None:
             user = self._transient.allocate(spec.job_id)
