@@ -54,7 +54,7 @@ def test_jobs_run_on_when_their_output_no_longer_fits(small_disk: RunnerConfig) 
         runner = await Runner.open(small_disk)
         try:
             late = await runner.start(
-                sh(f"while [ ! -e {go} ]; do sleep 0.1; done; head -c 300K /dev/zero; exit 3"),
+                sh(f"while [ ! -e {go} ]; do sleep 0.1; done; head -c 8M /dev/zero; exit 3"),
                 owner="bob",
             )
             filler = await runner.start(sh("head -c 30M /dev/zero; echo done >&2"), owner="bob")
@@ -66,7 +66,9 @@ def test_jobs_run_on_when_their_output_no_longer_fits(small_disk: RunnerConfig) 
             assert markers == [OutputTruncated(offset=len(stdout), reason=reason)]
             assert 0 < len(stdout) < 16 << 20
 
-            go.touch()  # the other job prints now, on a full disk
+            # The other job prints now, on a full disk: more than the filler's unused
+            # reserve (at most 4 MiB), which it gave back when it ended.
+            go.touch()
             await until_ended(runner, late.id)
             ended = await runner.get(late.id)
             assert (ended.state, ended.exit_code) == (JobState.EXITED, 3), ended.note

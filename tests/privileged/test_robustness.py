@@ -229,7 +229,9 @@ def test_all_jobs_together_stay_within_their_budget(config: RunnerConfig) -> Non
         usage = (await runner.get(hog.id)).usage
         assert usage is not None
         assert usage.pids_peak is not None
-        assert usage.pids_peak <= 40
+        # The job's own watermark may count the one fork that the parent's limit refused
+        # (the kernel says as much in pids_try_charge).
+        assert usage.pids_peak <= 40 + 1
         job = await runner.start(sh("echo again"), owner="bob")
         await until_ended(runner, job.id)
         assert (await runner.get(job.id)).exit_code == 0
