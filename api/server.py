@@ -258,13 +258,22 @@ class _Revocation:
 
 
 async def serve(config: ServerConfig, on_ready: Callable[[Server], None]) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully; reload on SIGHUP."""
-    server = await Server.start(config)
-    stop = asyncio.Event()
+    """Run until SIGTERM or SIGINT, then shut down gracefully; reload on SIGHUP.
+
+    SIGHUP is caught from the start: by default it would end the process, and a
+    reload asked for while the server starts (it may have read the list already)
+    is done once it has started.
+    """
     loop = asyncio.get_running_loop()
+    early_reload = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, early_reload.set)
+    server = await Server.start(config)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_revocation_list)
+    if early_reload.is_set():
+        server.reload_revocation_list()
+    stop = asyncio.Event()
     for signo in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signo, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, server.reload_revocation_list)
     on_ready(server)
     await stop.wait()
     log.info("shutting down")

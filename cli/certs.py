@@ -56,9 +56,10 @@ def revoke_certificates(args: argparse.Namespace) -> int:
     for certificate in done.revoked:
         print(f"revoked {certificate.describe()}")
     lists = " and ".join(str(path) for path in done.written)
+    which = "it" if len(done.revoked) == 1 else "them"
     print(
-        f"jobworker: wrote {lists}; the server refuses the certificate from its next call "
-        "once it has reloaded the list: `systemctl reload jobworker`, or "
+        f"jobworker: wrote {lists}; the server refuses {which} from the next call once it "
+        "has reloaded the list: `systemctl reload jobworker`, or "
         "`kill -HUP <pid of jobworker server>`",
         file=sys.stderr,
     )
