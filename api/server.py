@@ -180,7 +180,7 @@ class Server:
         config.tls.refuse_exposed_ca_key(authorities)
         revoked = config.tls.revoked(authorities)
         if revoked is not None:
-            log.info("revocation list %s: %d revoked certificates", config.tls.crl, len(revoked))
+            log.info("revocation list %s; revoked serial numbers: %d", config.tls.crl, len(revoked))
         interceptor = AuthInterceptor(revoked or frozenset())
         revocation = _Revocation(config.tls, authorities, interceptor, loaded=revoked is not None)
         runner = await Runner.open(config.runner)
@@ -244,7 +244,7 @@ class _Revocation:
                 self._interceptor.revoked = revoked
                 self._loaded = True
                 log.info(
-                    "revocation list %s reloaded: %d revoked certificates",
+                    "revocation list %s reloaded; revoked serial numbers: %d",
                     self._tls.crl,
                     len(revoked),
                 )

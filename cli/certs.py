@@ -54,7 +54,7 @@ def revoke_certificates(args: argparse.Namespace) -> int:
     except CertificateError as error:
         raise CliError(str(error)) from None
     for certificate in done.revoked:
-        print(f"revoked {certificate.describe()}")
+        print(f"revoked {certificate.describe()}", flush=True)  # before the note on stderr
     lists = " and ".join(str(path) for path in done.written)
     which = "it" if len(done.revoked) == 1 else "them"
     print(

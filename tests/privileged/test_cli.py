@@ -181,7 +181,7 @@ def test_revoke_and_sighup_refuse_the_revoked_certificate(cli: Cli) -> None:
         f"(serial {serial})",
     )
     assert cli("ls").returncode == 0  # admin, and everyone else, carry on
-    assert "reloaded: 1 revoked certificates" in cli.log.read_text()
+    assert "reloaded; revoked serial numbers: 1\n" in cli.log.read_text()
 
 
 def test_run_prints_only_the_id_and_logs_keep_the_streams_apart(cli: Cli) -> None:
