@@ -2,11 +2,17 @@
 
 The TLS layer has already verified the client's certificate against our CA.
 This interceptor reads the verified certificate from the call's auth context,
-takes the user name and role from it, checks the method against the policy
-table, and makes the caller available to the service through a context
-variable. It wraps unary and streaming handlers alike, so no RPC can forget it,
-and it is the one place where an exception from a handler (a stream's loop
-included) becomes a gRPC status (see ``status``): handlers just raise.
+takes the user name, role and serial number from it, refuses it if the serial is
+revoked, checks the method against the policy table, and makes the caller
+available to the service through a context variable. It wraps unary and
+streaming handlers alike, so no RPC can forget it, and it is the one place
+where an exception from a handler (a stream's loop included) becomes a gRPC
+status (see ``status``): handlers just raise.
+
+Revocation is checked here, on every call, rather than in the TLS handshake:
+gRPC Python's server credentials take no revocation list (the C core's CRL
+support is not exposed to Python), and a check at the handshake would let a
+channel opened before the revocation go on working for as long as it stays open.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any, NoReturn
 import grpc
 from grpc import aio
 
-from jobworker.api.certs import CertificateError, Role, read_identity
+from jobworker.api.certs import CertificateError, Identity, read_identity, serial_text
 from jobworker.api.policy import Caller
 from jobworker.api.status import status_for
 
@@ -32,9 +38,12 @@ def current_caller() -> Caller:
 
 
 class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Refuses unauthenticated and unauthorized calls before any handler runs."""
+    """Refuses unauthenticated, revoked and unauthorized calls before any handler runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, revoked: frozenset[int] = frozenset()) -> None:
+        self.revoked = revoked
+        """Serial numbers of revoked client certificates; replaced whole when the list is
+        reloaded, and looked up on every call, so a reload applies to the next call."""
         self._guarded: dict[str, grpc.RpcMethodHandler] = {}  # type: ignore[type-arg]
         """Guarded handlers by method, built once: every call used to rebuild its own."""
 
@@ -52,62 +61,79 @@ class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         handler: grpc.RpcMethodHandler | None = await continuation(handler_call_details)  # type: ignore[type-arg]
         if handler is None:
             return handler  # type: ignore[return-value]
-        guarded = self._guarded[method] = _guard(method, handler)
+        guarded = self._guarded[method] = _guard(method, handler, self.authenticate)
         return guarded
 
+    async def authenticate(self, method: str, context: aio.ServicerContext) -> Caller:  # type: ignore[type-arg]
+        """The caller, or an aborted call: UNAUTHENTICATED or PERMISSION_DENIED."""
+        pem = b"".join(context.auth_context().get("x509_pem_cert", ()))
+        try:
+            identity = _identity(pem)
+        except CertificateError as error:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, f"client certificate refused: {error}"
+            )
+        if identity.serial in self.revoked:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"client certificate revoked (serial {serial_text(identity.serial)})",
+            )
+        caller = Caller(user=identity.user, role=identity.role)
+        if not caller.may(method):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"role {identity.role.value} of {identity.user} may not call "
+                f"{method.rsplit('/', 1)[-1]}",
+            )
+        _caller.set(caller)
+        return caller
 
-def _guard(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]
-    """``handler`` with authentication and the policy check in front of it."""
+
+_Authenticate = Callable[[str, aio.ServicerContext], Awaitable[Caller]]  # type: ignore[type-arg]
+
+
+def _guard(
+    method: str,
+    handler: grpc.RpcMethodHandler,  # type: ignore[type-arg]
+    authenticate: _Authenticate,
+) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]
+    """``handler`` with ``authenticate`` (and so the policy check) in front of it."""
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _guard_unary(method, handler.unary_unary),
+            _guard_unary(method, handler.unary_unary, authenticate),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            _guard_stream(method, handler.unary_stream),
+            _guard_stream(method, handler.unary_stream, authenticate),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.stream_stream is not None:  # server reflection
         return grpc.stream_stream_rpc_method_handler(
-            _guard_stream(method, handler.stream_stream),
+            _guard_stream(method, handler.stream_stream, authenticate),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     return _refuse_all(method)
 
 
-async def authenticate(method: str, context: aio.ServicerContext) -> Caller:  # type: ignore[type-arg]
-    """The caller, or an aborted call: UNAUTHENTICATED or PERMISSION_DENIED."""
-    pem = b"".join(context.auth_context().get("x509_pem_cert", ()))
-    try:
-        user, role = _identity(pem)
-    except CertificateError as error:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"client certificate refused: {error}")
-    caller = Caller(user=user, role=role)
-    if not caller.may(method):
-        await context.abort(
-            grpc.StatusCode.PERMISSION_DENIED,
-            f"role {role.value} of {user} may not call {method.rsplit('/', 1)[-1]}",
-        )
-    _caller.set(caller)
-    return caller
-
-
 @functools.lru_cache(maxsize=1024)
-def _identity(certificate_pem: bytes) -> tuple[str, Role]:
+def _identity(certificate_pem: bytes) -> Identity:
     """``read_identity``, remembered per certificate.
 
     A client presents the same certificate on every call, and parsing it each time
     showed in the start-latency profile (issue 7). Refusals are exceptions, which
-    are never cached.
+    are never cached; nor is revocation, which is checked against the serial on
+    every call.
     """
     return read_identity(certificate_pem)
 
 
-def _guard_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _guard_unary(
+    method: str, behavior: Callable[..., Any], authenticate: _Authenticate
+) -> Callable[..., Any]:
     async def guarded(request: Any, context: aio.ServicerContext) -> Any:  # type: ignore[type-arg]
         await authenticate(method, context)
         try:
@@ -118,7 +144,9 @@ def _guard_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any
     return guarded
 
 
-def _guard_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _guard_stream(
+    method: str, behavior: Callable[..., Any], authenticate: _Authenticate
+) -> Callable[..., Any]:
     async def guarded(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:  # type: ignore[type-arg]
         await authenticate(method, context)
         try:

@@ -11,7 +11,7 @@ from typing import TypeAlias
 import grpc
 from grpc import aio
 
-from jobworker.api.certs import init_authority
+from jobworker.api.authority import init_authority
 from jobworker.v1 import jobworker_pb2 as pb
 from jobworker.v1 import jobworker_pb2_grpc as pb_grpc
 
@@ -25,8 +25,11 @@ ALL_NAMESPACES_OFF = {name: False for name in ("pid", "mount", "net", "uts", "ip
 
 
 def make_certificates(directory: Path) -> None:
-    """A CA, the server's certificate and the ``admin`` client's, made by jobworker's tool."""
-    init_authority(directory)
+    """A CA, the server's certificate and the ``admin`` client's, made by jobworker's tool.
+
+    The CA, with its key, goes beside ``directory``: the server refuses to start next to it.
+    """
+    init_authority(directory, directory.with_name(directory.name + "-ca"))
 
 
 def credentials(directory: Path) -> grpc.ChannelCredentials:

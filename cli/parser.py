@@ -182,8 +182,9 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
     server = commands.add_parser(
         "server",
         help="run the jobworker service (as root)",
-        description="Run the service in the foreground until SIGTERM or SIGINT. Jobs keep "
-        "running across a restart and are picked up again.",
+        description="Run the service in the foreground until SIGTERM or SIGINT; SIGHUP "
+        "reloads the revocation list. Jobs keep running across a restart and are picked up "
+        "again.",
         epilog="example: sudo jobworker server --listen 0.0.0.0:50051",
     )
     server.add_argument(
@@ -209,6 +210,13 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
     server.add_argument("--cert", type=Path, metavar="FILE", help="server certificate (PEM)")
     server.add_argument("--key", type=Path, metavar="FILE", help="its private key (PEM)")
     server.add_argument("--ca", type=Path, metavar="FILE", help="CA for client certificates")
+    server.add_argument(
+        "--crl",
+        type=Path,
+        metavar="FILE",
+        help="revoked client certificates, as `jobworker certs revoke` writes them (default: "
+        "crl.pem in the TLS directory if it exists); reloaded on SIGHUP",
+    )
     server.add_argument(
         "--cgroup-parent",
         metavar="PATH",
@@ -326,9 +334,10 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
 def _certs(commands: argparse._SubParsersAction[Parser]) -> None:
     certs = commands.add_parser(
         "certs",
-        help="create the CA and certificates",
+        help="create the CA and certificates, or revoke one",
         description="Create a private CA with a server and an admin client certificate "
-        "(init), or a certificate for one more user (issue).",
+        "(init), a certificate for one more user (issue), or revoke certificates (revoke). "
+        "The CA's private key stays in the CA directory, which the server never reads.",
         epilog="example: jobworker certs init && jobworker certs issue --user bob --role writer",
     )
     actions = certs.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -336,14 +345,20 @@ def _certs(commands: argparse._SubParsersAction[Parser]) -> None:
         f"the TLS directory (default: ${defaults.TLS_DIR_ENV}, else {defaults.SYSTEM_TLS_DIR} "
         "for root, ~/.config/jobworker/tls otherwise)"
     )
+    ca_directory_help = (
+        f"the CA directory, with the CA's private key (default: ${defaults.CA_DIR_ENV}, else "
+        f"{defaults.SYSTEM_CA_DIR} for root, ~/.config/jobworker/ca otherwise)"
+    )
     init = actions.add_parser(
         "init",
         help="create ca, server and admin certificates",
-        description="Create ca.crt, ca.key, server.crt, server.key, admin.crt and admin.key "
-        "(the admin client) in DIR. Keys are mode 0600.",
+        description="Create the CA (ca.crt, ca.key and index.json) in the CA directory, and "
+        "ca.crt, server.crt, server.key, admin.crt and admin.key (the admin client) in the "
+        "TLS directory. Keys are mode 0600, new directories 0700.",
         epilog="example: sudo jobworker certs init --san worker1.example.com",
     )
     init.add_argument("--dir", type=Path, metavar="DIR", help=directory_help)
+    init.add_argument("--ca-dir", type=Path, metavar="DIR", help=ca_directory_help)
     init.add_argument(
         "--san",
         action="append",
@@ -357,16 +372,31 @@ def _certs(commands: argparse._SubParsersAction[Parser]) -> None:
     issue = actions.add_parser(
         "issue",
         help="issue a client certificate for a user",
-        description="Write NAME.crt and NAME.key, signed by the CA in DIR, for user NAME "
-        "with a role: reader (status, logs, ls), writer (also run, stop), admin (all of it "
-        "on everyone's jobs).",
+        description="Write NAME.crt and NAME.key into the TLS directory, signed by the CA in "
+        "the CA directory, for user NAME with a role: reader (status, logs, ls), writer "
+        "(also run, stop), admin (all of it on everyone's jobs).",
         epilog="example: jobworker certs issue --user bob --role writer",
     )
     issue.add_argument("--user", required=True, metavar="NAME", help="the user name")
     issue.add_argument("--role", required=True, choices=("reader", "writer", "admin"))
     issue.add_argument("--dir", type=Path, metavar="DIR", help=directory_help)
+    issue.add_argument("--ca-dir", type=Path, metavar="DIR", help=ca_directory_help)
     issue.add_argument("--force", action="store_true", help="replace existing files")
     issue.set_defaults(handler="jobworker.cli.certs:issue")
+
+    revoke = actions.add_parser(
+        "revoke",
+        help="revoke a user's certificates, or one by serial number",
+        description="Revoke every certificate issued to user NAME that is not revoked yet, "
+        "or the one with serial number SERIAL (hex, as `openssl x509 -noout -serial` prints "
+        "it). Writes the revocation list, signed by the CA, to crl.pem in the CA directory "
+        "and in the TLS directory; the server applies it once reloaded (SIGHUP).",
+        epilog="example: jobworker certs revoke bob && systemctl reload jobworker",
+    )
+    revoke.add_argument("which", metavar="NAME|SERIAL", help="a user name or a serial number")
+    revoke.add_argument("--dir", type=Path, metavar="DIR", help=directory_help)
+    revoke.add_argument("--ca-dir", type=Path, metavar="DIR", help=ca_directory_help)
+    revoke.set_defaults(handler="jobworker.cli.certs:revoke_certificates")
 
 
 def _run(commands: argparse._SubParsersAction[Parser], client: Parser) -> None:

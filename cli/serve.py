@@ -1,8 +1,9 @@
 """``jobworker server``: run the service in the foreground until SIGTERM or SIGINT.
 
-What would stop it from working is checked before it listens (root, a usable
-cgroup v2 hierarchy, readable certificates) and reported as one line with the
-fix. Its log goes to stderr (the journal, under systemd); the one line on stdout
+What would stop it from working, or make it unsafe, is checked before it listens
+(root, a usable cgroup v2 hierarchy, readable certificates, a valid revocation
+list, no CA key among its files) and reported as one line with the fix. Its
+log goes to stderr (the journal, under systemd); the one line on stdout
 says where it listens and what it enforces, for people and for scripts that
 start it.
 """
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
 
-from jobworker.api.server import Server, ServerConfig, ServerConfigError, TlsFiles
+from jobworker.api.server import CaKeyExposed, Server, ServerConfig, ServerConfigError, TlsFiles
 from jobworker.api.server import serve as run_server
 from jobworker.cli import defaults
 from jobworker.cli.errors import CliError, UsageError
@@ -80,6 +82,8 @@ def serve(args: argparse.Namespace) -> int:
     )
     try:
         asyncio.run(run_server(config, ready))
+    except CaKeyExposed as error:
+        raise CliError(f"the server cannot start: {error.problem}; {_move(error, tls)}") from None
     except (ServerConfigError, RunnerError) as error:
         raise CliError(f"the server cannot start: {error}") from None
     return 0
@@ -94,20 +98,35 @@ def _limits(args: argparse.Namespace, kind: str) -> Limits:
     )
 
 
+def _move(error: CaKeyExposed, tls: TlsFiles) -> str:
+    """How to move the exposed key (and copy ca.crt) to the default CA directory."""
+    ca_dir = defaults.ca_dir(None)
+    return (
+        f"move it: install -d -m 700 {ca_dir} && mv {error.path} {ca_dir}/ca.key "
+        f"&& cp {tls.ca} {ca_dir}/ca.crt"
+    )
+
+
 def tls_files(args: argparse.Namespace) -> TlsFiles:
-    """The server's certificate, key and CA: all three flags, or a TLS directory."""
+    """The server's certificate, key and CA: all three flags, or a TLS directory.
+
+    The revocation list is ``--crl``, which must exist, else ``crl.pem`` in the TLS
+    directory if there is one (none before the first ``jobworker certs revoke``).
+    """
     explicit = (args.cert, args.key, args.ca)
     if any(path is not None for path in explicit):
         if args.tls_dir is not None or None in explicit:
             raise UsageError("give all of --cert, --key and --ca, or --tls-dir instead")
-        files = TlsFiles(args.cert, args.key, args.ca)
-        hint = "check --cert, --key and --ca"
+        files = TlsFiles(args.cert, args.key, args.ca, args.crl)
+        hint = "check --cert, --key, --ca and --crl"
     else:
         directory = defaults.tls_dir(args.tls_dir)
         files = TlsFiles.in_directory(directory)
+        if args.crl is not None:
+            files = dataclasses.replace(files, crl=args.crl)
         hint = f"create them with `jobworker certs init --dir {directory}`"
-    paths = (files.certificate, files.key, files.ca)
-    unreadable = [str(path) for path in paths if not os.access(path, os.R_OK)]
+    paths = (files.certificate, files.key, files.ca, args.crl)
+    unreadable = [str(path) for path in paths if path is not None and not os.access(path, os.R_OK)]
     if unreadable:
         raise CliError(f"the server cannot start: cannot read {', '.join(unreadable)}; {hint}")
     return files

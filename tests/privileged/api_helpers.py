@@ -13,13 +13,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from jobworker.api.certs import Role, init_authority, issue_client
-from jobworker.api.server import Server, ServerConfig, TlsFiles
+from jobworker.api.authority import Revocation, init_authority, issue_client, revoke
+from jobworker.api.certs import Role
+from jobworker.api.server import Server, ServerConfig, ServerConfigError, TlsFiles
 from jobworker.runner.runner import RunnerConfig
 from jobworker.v1 import jobworker_pb2_grpc as pb_grpc
 from tests.privileged.runner_helpers import home_root, remove_cgroup_tree
@@ -31,21 +33,37 @@ the same user ``dave`` with a second certificate, for the role reader."""
 
 @dataclass(frozen=True)
 class Pki:
-    """Certificates made by our own tool: a CA, the server, and one client per user."""
+    """Certificates made by our own tool: a CA, the server, and one client per user.
+
+    ``directory`` is the server's TLS directory; the CA, with its key, is in ``ca_directory``
+    beside it, where the server never looks.
+    """
 
     directory: Path
 
+    @property
+    def ca_directory(self) -> Path:
+        return self.directory.with_name(self.directory.name + "-ca")
+
     @classmethod
     def create(cls, directory: Path) -> Pki:
-        init_authority(directory)
+        pki = cls(directory)
+        init_authority(directory, pki.ca_directory)
         for user, role in USERS.items():
-            issue_client(directory, user, role)
+            pki.issue(user, role)
         second = directory / "dave-reader"
         second.mkdir()
-        for name in ("ca.crt", "ca.key"):
-            (second / name).write_bytes((directory / name).read_bytes())
-        issue_client(second, "dave", Role.READER)
-        return cls(directory)
+        (second / "ca.crt").write_bytes((directory / "ca.crt").read_bytes())
+        issue_client(second, pki.ca_directory, "dave", Role.READER)
+        return pki
+
+    def issue(self, user: str, role: Role) -> None:
+        """A further client certificate, ``<user>.crt``, as ``jobworker certs issue`` makes it."""
+        issue_client(self.directory, self.ca_directory, user, role)
+
+    def revoke(self, which: str) -> Revocation:
+        """Revoke as ``jobworker certs revoke`` does: the list lands in the TLS directory."""
+        return revoke(self.directory, self.ca_directory, which)
 
     def files(self, name: str) -> tuple[bytes, bytes]:
         """Certificate and key of ``name``: a user, ``admin``, ``server`` or ``dave-reader``."""
@@ -81,7 +99,7 @@ class Pki:
         not-yet-valid certificates can be made; the result is usable as ``name``.
         """
         ca_key = serialization.load_pem_private_key(
-            (self.directory / "ca.key").read_bytes(), password=None
+            (self.ca_directory / "ca.key").read_bytes(), password=None
         )
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
         ca = x509.load_pem_x509_certificate((self.directory / "ca.crt").read_bytes())
@@ -138,11 +156,36 @@ class ServerThread:
         self._loop.call_soon_threadsafe(hog)
         busy.wait()
 
+    def reload_revocation_list(self) -> bool:
+        """``Server.reload_revocation_list`` on the server's own loop, as SIGHUP runs it."""
+
+        async def reload() -> bool:
+            return self.server.reload_revocation_list()
+
+        return asyncio.run_coroutine_threadsafe(reload(), self._loop).result(timeout=60)
+
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(timeout=600)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+
+def server_config(
+    pki: Pki,
+    state_dir: Path,
+    parent: str,
+    server_options: dict[str, object] | None = None,
+    **runner_options: object,
+) -> ServerConfig:
+    """A server on an ephemeral loopback port, serving with ``pki``'s TLS directory."""
+    runner_options.setdefault("stop_jobs_on_close", True)  # nothing outlives a test module
+    return ServerConfig(
+        runner=RunnerConfig(state_dir=state_dir, cgroup_parent=parent, **runner_options),  # type: ignore[arg-type]
+        tls=TlsFiles.in_directory(pki.directory),
+        listen="localhost:0",
+        **(server_options or {}),  # type: ignore[arg-type]
+    )
 
 
 @contextmanager
@@ -154,21 +197,32 @@ def running_server(
 ) -> Iterator[ServerThread]:
     """A server on an ephemeral loopback port with its own cgroup parent, removed afterwards."""
     parent = f"/jobworker-test-{uuid.uuid4().hex[:8]}"
-    runner_options.setdefault("stop_jobs_on_close", True)  # nothing outlives a test module
     with home_root() as homes:
         runner_options.setdefault("home_root", homes)
-        config = ServerConfig(
-            runner=RunnerConfig(state_dir=state_dir, cgroup_parent=parent, **runner_options),  # type: ignore[arg-type]
-            tls=TlsFiles.in_directory(pki.directory),
-            listen="localhost:0",
-            **(server_options or {}),  # type: ignore[arg-type]
+        server = ServerThread(
+            server_config(pki, state_dir, parent, server_options, **runner_options)
         )
-        server = ServerThread(config)
         try:
             yield server
         finally:
             server.stop()
             remove_cgroup_tree(parent)
+
+
+def refused_start(pki: Pki, state_dir: Path) -> ServerConfigError:
+    """Why a server with ``pki``'s TLS directory does not start; fails the test if it does."""
+    parent = f"/jobworker-test-{uuid.uuid4().hex[:8]}"
+
+    async def start_and_stop() -> None:
+        server = await Server.start(server_config(pki, state_dir, parent))
+        await server.stop()
+
+    try:
+        with pytest.raises(ServerConfigError) as refused:
+            asyncio.run(start_and_stop())
+    finally:
+        remove_cgroup_tree(parent)
+    return refused.value
 
 
 @contextmanager

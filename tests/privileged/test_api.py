@@ -29,10 +29,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from jobworker.api.certs import Role
+from jobworker.api.server import CaKeyExposed
 from jobworker.isolation.spec import MAX_ARGV_BYTES
 from jobworker.v1 import jobworker_pb2 as pb
 from jobworker.v1 import jobworker_pb2_grpc as pb_grpc
-from tests.privileged.api_helpers import Pki, ServerThread, client, running_server
+from tests.privileged.api_helpers import (
+    Pki,
+    ServerThread,
+    client,
+    refused_start,
+    running_server,
+)
 
 pytestmark = pytest.mark.privileged
 # The Go binary itself: the package's console script is a Python wrapper whose start-up
@@ -355,6 +363,101 @@ def test_a_client_certificate_without_one_valid_role_is_unauthenticated(
             error = refusal(call)
             assert error.code() == grpc.StatusCode.UNAUTHENTICATED
             assert message in (error.details() or "")
+
+
+# --- revocation and the CA's key ---------------------------------------------------------
+
+
+def test_a_revoked_certificate_is_refused_on_its_next_call_on_an_open_channel(
+    server: ServerThread, pki: Pki
+) -> None:
+    user = f"leaked-{uuid.uuid4().hex[:6]}"
+    pki.issue(user, Role.WRITER)
+    missing = pb.StreamJobOutputRequest(id=str(uuid.uuid4()))
+    with client(server, pki, user) as leaked, client(server, pki, "bob") as bob:
+        leaked.ListJobs(pb.ListJobsRequest())  # the channel is open and the certificate good
+        (revoked,) = pki.revoke(user).revoked
+        leaked.ListJobs(pb.ListJobsRequest())  # still good: the server has not reloaded yet
+        assert server.reload_revocation_list()
+        with starts_nothing(server):
+            for call in (
+                lambda: leaked.ListJobs(pb.ListJobsRequest()),
+                lambda: leaked.StreamJobOutput(missing),
+                lambda: sleeper(leaked),
+            ):
+                error = refusal(call)
+                assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert error.details() == f"client certificate revoked (serial {revoked.serial:x})"
+        bob.ListJobs(pb.ListJobsRequest())  # everyone else carries on, on their open channels
+    with client(server, pki, "dave-reader") as dave:
+        dave.ListJobs(pb.ListJobsRequest())
+
+
+def test_a_bad_revocation_list_on_reload_leaves_the_one_in_force(
+    server: ServerThread, pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = f"leaked-{uuid.uuid4().hex[:6]}"
+    pki.issue(user, Role.WRITER)
+    pki.revoke(user)
+    assert server.reload_revocation_list()
+    good = (pki.directory / "crl.pem").read_bytes()
+    other = Pki.create(tmp_path / "other")
+    other.revoke("bob")
+    try:
+        for bad, problem in (
+            ((other.directory / "crl.pem").read_bytes(), "is not signed by the CA"),
+            (b"garbage", "is not a PEM X.509 CRL"),
+            (None, "has disappeared"),
+        ):
+            caplog.clear()
+            if bad is None:
+                (pki.directory / "crl.pem").unlink()
+            else:
+                (pki.directory / "crl.pem").write_bytes(bad)
+            assert not server.reload_revocation_list()
+            (record,) = [record for record in caplog.records if record.name == "jobworker.api"]
+            assert record.levelname == "ERROR"
+            assert "the previous one stays in force" in record.getMessage()
+            assert problem in record.getMessage()
+            with client(server, pki, user) as leaked:
+                error = refusal(lambda: leaked.ListJobs(pb.ListJobsRequest()))
+                assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+            with client(server, pki, "bob") as bob:
+                bob.ListJobs(pb.ListJobsRequest())
+    finally:
+        (pki.directory / "crl.pem").write_bytes(good)
+        assert server.reload_revocation_list()
+
+
+@pytest.mark.parametrize("name", ["ca.key", "jobworker-ca-backup.pem"])
+def test_a_server_with_the_ca_key_in_its_tls_directory_refuses_to_start(
+    tmp_path: Path, name: str
+) -> None:
+    exposed = Pki.create(tmp_path / "tls")
+    shutil.copy(exposed.ca_directory / "ca.key", exposed.directory / name)
+    error = refused_start(exposed, tmp_path / "state")
+    assert isinstance(error, CaKeyExposed)
+    assert error.path == exposed.directory / name
+    assert str(error).startswith(f"the CA's private key {exposed.directory / name} is in the ")
+    assert not (tmp_path / "state").exists()  # refused before anything was set up
+
+
+@pytest.mark.parametrize("problem", ["malformed", "another CA's"])
+def test_a_server_with_a_revocation_list_its_ca_did_not_sign_refuses_to_start(
+    tmp_path: Path, problem: str
+) -> None:
+    pki = Pki.create(tmp_path / "tls")
+    if problem == "malformed":
+        (pki.directory / "crl.pem").write_bytes(b"-----BEGIN X509 CRL-----\n")
+        expected = "is not a PEM X.509 CRL"
+    else:
+        other = Pki.create(tmp_path / "other")
+        other.revoke("bob")
+        shutil.copy(other.directory / "crl.pem", pki.directory / "crl.pem")
+        expected = "is not signed by the CA"
+    error = refused_start(pki, tmp_path / "state")
+    assert str(error) == f"the revocation list {pki.directory / 'crl.pem'} {expected}"
+    assert not (tmp_path / "state").exists()  # refused before anything was set up
 
 
 # --- bad input: a standard code and a specific message ------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,15 +38,19 @@ class Cli:
     """How to call the real ``jobworker`` against the module's server."""
 
     tls: Path
+    ca: Path
     address: str
+    server: subprocess.Popen[str]
+    log: Path
 
     @property
     def env(self) -> dict[str, str]:
-        """The environment of every call unless a test says otherwise: server and TLS dir."""
+        """The environment of every call unless a test says otherwise: server, TLS and CA dirs."""
         return {
             **os.environ,
             "JOBWORKER_SERVER": self.address,
             "JOBWORKER_TLS_DIR": str(self.tls),
+            "JOBWORKER_CA_DIR": str(self.ca),
         }
 
     def __call__(
@@ -89,6 +94,14 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, text: st
     assert text in result.stderr, result.stderr
 
 
+def wait_for_log(log: Path, text: str, timeout: float = 120.0) -> None:
+    """Wait until the server has logged ``text``."""
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, f"{text!r} never logged: {log.read_text()}"
+        time.sleep(0.1)  # tests may poll; the product must not
+
+
 def kill_everything_under(parent: str) -> None:
     base = CGROUP_ROOT / parent.lstrip("/")
     if not base.exists():
@@ -109,10 +122,11 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
 
 def serve_cli(root: Path, homes: Path) -> Iterator[Cli]:
     """Certificates, then the server, for as long as the module's tests run."""
-    tls = root / "tls"
-    made = jobworker("certs", "init", "--dir", str(tls))
+    tls, ca = root / "tls", root / "ca"
+    dirs = ("--dir", str(tls), "--ca-dir", str(ca))
+    made = jobworker("certs", "init", *dirs)
     assert made.returncode == 0, made.stderr
-    issued = jobworker("certs", "issue", "--user", "alice", "--role", "reader", "--dir", str(tls))
+    issued = jobworker("certs", "issue", "--user", "alice", "--role", "reader", *dirs)
     assert issued.returncode == 0, issued.stderr
     parent = f"/jobworker-clitest-{uuid.uuid4().hex[:8]}"
     log = (root / "server.log").open("w")
@@ -129,7 +143,7 @@ def serve_cli(root: Path, homes: Path) -> Iterator[Cli]:
         )
         assert "limits enforced: cpu, memory, io, pids" in line
         port = line.split()[4].rsplit(":", 1)[1]
-        yield Cli(tls, f"localhost:{port}")
+        yield Cli(tls, ca, f"localhost:{port}", server, root / "server.log")
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=120)
@@ -141,9 +155,40 @@ def serve_cli(root: Path, homes: Path) -> Iterator[Cli]:
     assert code == 0, (root / "server.log").read_text()
 
 
-def test_private_keys_are_mode_0600(cli: Cli) -> None:
-    for key in ("ca.key", "server.key", "admin.key", "alice.key"):
+def test_private_keys_are_mode_0600_and_the_ca_key_is_not_with_the_servers(cli: Cli) -> None:
+    for key in ("server.key", "admin.key", "alice.key"):
         assert (cli.tls / key).stat().st_mode & 0o777 == 0o600, key
+    assert (cli.ca / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert cli.ca.stat().st_mode & 0o777 == cli.tls.stat().st_mode & 0o777 == 0o700
+    assert not (cli.tls / "ca.key").exists()
+
+
+def test_revoke_and_sighup_refuse_the_revoked_certificate(cli: Cli) -> None:
+    issued = cli("certs", "issue", "--user", "bob", "--role", "writer")
+    assert issued.returncode == 0, issued.stderr
+    bob = ("--cert", str(cli.tls / "bob.crt"), "--key", str(cli.tls / "bob.key"))
+    listed = cli("ls", *bob)
+    assert listed.returncode == 0, listed.stderr
+
+    revoked = cli("certs", "revoke", "bob")
+    assert revoked.returncode == 0, revoked.stderr
+    (line,) = revoked.stdout.splitlines()
+    assert line.startswith("revoked ")
+    assert " bob (writer, valid until " in line
+    serial = line.split()[1]
+    assert "kill -HUP" in revoked.stderr
+    cli.server.send_signal(signal.SIGHUP)
+    wait_for_log(cli.log, "revocation list ")
+
+    refused = cli("ls", *bob)
+    one_line_error(
+        refused,
+        1,
+        "jobworker: the server refused the client certificate: client certificate revoked "
+        f"(serial {serial})",
+    )
+    assert cli("ls").returncode == 0  # admin, and everyone else, carry on
+    assert "reloaded; revoked serial numbers: 1\n" in cli.log.read_text()
 
 
 def test_run_prints_only_the_id_and_logs_keep_the_streams_apart(cli: Cli) -> None:
@@ -270,8 +315,13 @@ def test_client_flags_go_anywhere_and_win_over_the_environment(cli: Cli) -> None
     assert json.loads(status.stdout)["id"] == job_id
 
 
-def test_errors_are_one_line_with_a_documented_exit_status(cli: Cli) -> None:
+def test_errors_are_one_line_with_a_documented_exit_status(cli: Cli, tmp_path: Path) -> None:
     alice = ("--cert", str(cli.tls / "alice.crt"), "--key", str(cli.tls / "alice.key"))
+    exposed = tmp_path / "tls"
+    shutil.copytree(cli.tls, exposed)
+    shutil.copy(cli.ca / "ca.key", exposed / "ca.key")
+    default_ca = {**cli.env}
+    del default_ca["JOBWORKER_CA_DIR"]
     missing = str(uuid.uuid4())
     down = {**cli.env, "JOBWORKER_SERVER": "localhost:1"}
     state = tempfile.mkdtemp(prefix="jobworker-cli-state-")
@@ -301,6 +351,16 @@ def test_errors_are_one_line_with_a_documented_exit_status(cli: Cli) -> None:
             cli.env,
             1,
             f"jobs could not reach their home directories under {cli.tls / 'homes'}: ",
+        ),
+        (
+            ["server", "--tls-dir", str(exposed), "--listen", "localhost:0"],
+            default_ca,
+            1,
+            f"jobworker: the server cannot start: the CA's private key {exposed / 'ca.key'} is "
+            "in the server's TLS directory, where jobs running as root could read it and issue "
+            "themselves certificates; move it: install -d -m 700 /etc/jobworker/ca && "
+            f"mv {exposed / 'ca.key'} /etc/jobworker/ca/ca.key && cp {exposed / 'ca.crt'} "
+            "/etc/jobworker/ca/ca.crt\n",
         ),
     ]
     # In parallel: each process start is slow in the test VM.

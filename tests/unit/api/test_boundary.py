@@ -18,7 +18,7 @@ import grpc
 import pytest
 from grpc import aio
 
-from jobworker.api.certs import init_authority
+from jobworker.api.authority import init_authority
 from jobworker.api.interceptor import AuthInterceptor
 from jobworker.api.server import TlsFiles
 from jobworker.runner.errors import JobNotFound
@@ -81,7 +81,7 @@ async def call_failing_service(
 def test_every_error_becomes_a_status_and_internal_details_stay_in_the_log(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    init_authority(tmp_path)
+    init_authority(tmp_path, tmp_path / "ca")
     with caplog.at_level(logging.ERROR, logger="jobworker.api"):
         got, stopped, received, streamed = asyncio.run(call_failing_service(tmp_path))
     assert got.code() == grpc.StatusCode.INTERNAL

@@ -1,4 +1,5 @@
-"""certs: the files init_authority and issue_client write, what is in them, and read_identity.
+"""authority and certs: the files init_authority and issue_client write, what is in them, the
+index of what was issued, and read_identity.
 
 Certificates are checked with cryptography and, end to end, with the openssl command and a
 real TLS handshake through Python's ssl module.
@@ -7,6 +8,7 @@ real TLS handshake through Python's ssl module.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -16,6 +18,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -26,28 +29,58 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from jobworker.api.authority import init_authority, issue_client
+from jobworker.api.certfiles import write_files
+from jobworker.api.certindex import IssuedCertificate, read_index
 from jobworker.api.certs import (
     ROLE_URI_PREFIX,
     CertificateError,
     CertificateFileExists,
+    Identity,
     InvalidName,
     Role,
-    _write_files,
-    init_authority,
-    issue_client,
     read_identity,
 )
 
-AUTHORITY_FILES = ["ca.crt", "ca.key", "server.crt", "server.key", "admin.crt", "admin.key"]
+CA_FILES = ["ca.crt", "ca.key", "index.json"]
+TLS_FILES = ["ca.crt", "server.crt", "server.key", "admin.crt", "admin.key"]
 SKEW = timedelta(minutes=5)
 E = TypeVar("E", bound=x509.ExtensionType)
 
 
+@dataclass(frozen=True)
+class Dirs:
+    """A deployment's two directories: the server's TLS files, and the CA with its key."""
+
+    tls: Path
+    ca: Path
+
+    def written(self) -> list[Path]:
+        return [self.ca / name for name in CA_FILES] + [self.tls / name for name in TLS_FILES]
+
+
+def init(tmp_path: Path, **options: object) -> Dirs:
+    dirs = Dirs(tmp_path / "tls", tmp_path / "ca")
+    init_authority(dirs.tls, dirs.ca, **options)  # type: ignore[arg-type]
+    return dirs
+
+
 @pytest.fixture
-def authority(tmp_path: Path) -> Path:
-    directory = tmp_path / "certs"
-    init_authority(directory)
-    return directory
+def authority(tmp_path: Path) -> Dirs:
+    return init(tmp_path / "certs")
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+def identity(path: Path) -> tuple[str, Role]:
+    found = read_identity(path.read_bytes())
+    return found.user, found.role
+
+
+def snapshot(dirs: Dirs) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for d in (dirs.tls, dirs.ca) for path in d.iterdir()}
 
 
 def load(path: Path) -> x509.Certificate:
@@ -109,89 +142,133 @@ def assert_validity(
 # --- init_authority: files ---------------------------------------------------------------
 
 
-def test_init_writes_the_authority_files_with_private_keys(tmp_path: Path) -> None:
-    directory = tmp_path / "new" / "certs"
-    written = init_authority(directory)
-    assert written == [directory / name for name in AUTHORITY_FILES]
-    assert sorted(path.name for path in directory.iterdir()) == sorted(AUTHORITY_FILES)
-    assert mode(directory) == 0o700
+def test_init_writes_the_ca_key_only_into_the_ca_directory(tmp_path: Path) -> None:
+    dirs = Dirs(tmp_path / "new" / "tls", tmp_path / "new" / "ca")
+    written = init_authority(dirs.tls, dirs.ca)
+    assert written == dirs.written()
+    assert names(dirs.ca) == sorted(CA_FILES)
+    assert names(dirs.tls) == sorted(TLS_FILES)
+    assert mode(dirs.tls) == mode(dirs.ca) == 0o700
     for path in written:
         assert mode(path) == (0o600 if path.suffix == ".key" else 0o644), path
+    assert (dirs.tls / "ca.crt").read_bytes() == (dirs.ca / "ca.crt").read_bytes()
+
+
+def test_init_refuses_one_directory_for_both(tmp_path: Path) -> None:
+    with pytest.raises(CertificateError, match="must not be the TLS directory"):
+        init_authority(tmp_path / "tls", tmp_path / "tls" / ".." / "tls")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_records_the_server_and_admin_certificates(tmp_path: Path) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    dirs = init(tmp_path)
+    after = datetime.now(UTC)
+    server, admin = load(dirs.tls / "server.crt"), load(dirs.tls / "admin.crt")
+    index = read_index(dirs.ca)
+    assert [(entry.serial, entry.user, entry.role) for entry in index] == [
+        (server.serial_number, "jobworker server", None),
+        (admin.serial_number, "admin", Role.ADMIN),
+    ]
+    assert index[1].not_after == admin.not_valid_after_utc
+    assert before <= index[1].issued_at <= after
 
 
 def test_file_modes_do_not_depend_on_the_umask(tmp_path: Path) -> None:
     old = os.umask(0o077)
     try:
-        written = init_authority(tmp_path / "strict")
+        strict = init(tmp_path / "strict")
     finally:
         os.umask(old)
     old = os.umask(0o000)
     try:
-        written += init_authority(tmp_path / "loose")
+        loose = init(tmp_path / "loose")
     finally:
         os.umask(old)
-    for path in written:
+    for path in strict.written() + loose.written():
         assert mode(path) == (0o600 if path.suffix == ".key" else 0o644), path
-    assert mode(tmp_path / "strict") == mode(tmp_path / "loose") == 0o700
+    for directory in (strict.tls, strict.ca, loose.tls, loose.ca):
+        assert mode(directory) == 0o700
 
 
 def test_init_leaves_the_mode_of_an_existing_directory(tmp_path: Path) -> None:
     tmp_path.chmod(0o750)
-    init_authority(tmp_path)
+    init_authority(tmp_path, tmp_path / "ca")
     assert mode(tmp_path) == 0o750
 
 
-def test_keys_are_unencrypted_pkcs8_p256_and_match_their_certificates(authority: Path) -> None:
-    for name in ("ca", "server", "admin"):
-        pem = (authority / f"{name}.key").read_bytes()
+def test_keys_are_unencrypted_pkcs8_p256_and_match_their_certificates(authority: Dirs) -> None:
+    for directory, name in (
+        (authority.ca, "ca"),
+        (authority.tls, "server"),
+        (authority.tls, "admin"),
+    ):
+        pem = (directory / f"{name}.key").read_bytes()
         assert pem.startswith(b"-----BEGIN PRIVATE KEY-----\n")
-        key = load_key(authority / f"{name}.key")
+        key = load_key(directory / f"{name}.key")
         assert isinstance(key.curve, ec.SECP256R1)
-        assert public_der(key) == public_der(load(authority / f"{name}.crt"))
+        assert public_der(key) == public_der(load(directory / f"{name}.crt"))
 
 
 def test_init_refuses_existing_files_before_writing_anything(tmp_path: Path) -> None:
-    (tmp_path / "server.key").write_bytes(b"precious")
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "server.key").write_bytes(b"precious")
     with pytest.raises(CertificateFileExists) as raised:
-        init_authority(tmp_path)
-    assert str(tmp_path / "server.key") in str(raised.value)
+        init(tmp_path)
+    assert str(tmp_path / "tls" / "server.key") in str(raised.value)
     assert "--force" in str(raised.value)
-    assert raised.value.paths == (tmp_path / "server.key",)
-    assert [path.name for path in tmp_path.iterdir()] == ["server.key"]
-    assert (tmp_path / "server.key").read_bytes() == b"precious"
+    assert raised.value.paths == (tmp_path / "tls" / "server.key",)
+    assert names(tmp_path) == ["tls"]
+    assert names(tmp_path / "tls") == ["server.key"]
+    assert (tmp_path / "tls" / "server.key").read_bytes() == b"precious"
 
 
-def test_init_names_every_existing_file(authority: Path) -> None:
+def test_init_names_every_existing_file(authority: Dirs) -> None:
     with pytest.raises(CertificateFileExists) as raised:
-        init_authority(authority)
-    assert raised.value.paths == tuple(authority / name for name in AUTHORITY_FILES)
-    assert all(str(authority / name) in str(raised.value) for name in AUTHORITY_FILES)
+        init_authority(authority.tls, authority.ca)
+    assert raised.value.paths == tuple(authority.written())
+    assert all(str(path) in str(raised.value) for path in authority.written())
+
+
+@pytest.mark.parametrize("where", ["tls", "ca"])
+def test_init_refuses_a_revocation_list_of_another_ca(authority: Dirs, where: str) -> None:
+    # The server would refuse a list that its new CA did not sign.
+    fresh = Dirs(authority.tls.parent / "tls2", authority.ca.parent / "ca2")
+    getattr(fresh, where).mkdir()
+    (getattr(fresh, where) / "crl.pem").write_bytes(b"old")
+    with pytest.raises(CertificateFileExists, match=r"crl\.pem"):
+        init_authority(fresh.tls, fresh.ca)
 
 
 def test_init_refuses_a_dangling_symlink(tmp_path: Path) -> None:
-    (tmp_path / "ca.key").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "ca").mkdir()
+    (tmp_path / "ca" / "ca.key").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(CertificateFileExists, match=r"ca\.key"):
-        init_authority(tmp_path)
+        init(tmp_path)
     assert not (tmp_path / "elsewhere").exists()
 
 
-def test_init_with_force_replaces_everything(authority: Path) -> None:
-    old = {name: (authority / name).read_bytes() for name in AUTHORITY_FILES}
-    written = init_authority(authority, force=True)
-    assert written == [authority / name for name in AUTHORITY_FILES]
-    for name in AUTHORITY_FILES:
-        assert (authority / name).read_bytes() != old[name], name
-        assert mode(authority / name) == (0o600 if name.endswith(".key") else 0o644), name
-    # Nothing staged is left behind.
-    assert sorted(path.name for path in authority.iterdir()) == sorted(AUTHORITY_FILES)
-    ca = load(authority / "ca.crt")
-    load(authority / "server.crt").verify_directly_issued_by(ca)
+def test_init_with_force_replaces_everything(authority: Dirs) -> None:
+    old = {path: path.read_bytes() for path in authority.written()}
+    for directory in (authority.tls, authority.ca):
+        (directory / "crl.pem").write_bytes(b"a list of the old CA")
+    written = init_authority(authority.tls, authority.ca, force=True)
+    assert written == authority.written()
+    for path in written:
+        assert path.read_bytes() != old[path], path
+        assert mode(path) == (0o600 if path.suffix == ".key" else 0o644), path
+    # Nothing staged is left behind, and the old CA's revocation lists are gone.
+    assert names(authority.ca) == sorted(CA_FILES)
+    assert names(authority.tls) == sorted(TLS_FILES)
+    ca = load(authority.tls / "ca.crt")
+    load(authority.tls / "server.crt").verify_directly_issued_by(ca)
+    assert [entry.user for entry in read_index(authority.ca)] == ["jobworker server", "admin"]
 
 
 def test_an_unwritable_directory_is_a_certificate_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(CertificateError, match="cannot write"):
-        init_authority(tmp_path / "file")
+        init_authority(tmp_path / "file", tmp_path / "ca")
 
 
 def test_a_file_appearing_after_the_check_is_not_overwritten(tmp_path: Path) -> None:
@@ -199,18 +276,19 @@ def test_a_file_appearing_after_the_check_is_not_overwritten(tmp_path: Path) -> 
     (tmp_path / "b.key").write_bytes(b"precious")
     files = [(tmp_path / "a.crt", b"a"), (tmp_path / "b.key", b"b"), (tmp_path / "c.key", b"c")]
     with pytest.raises(CertificateFileExists, match=r"b\.key"):
-        _write_files(files, force=False)
+        write_files(files, force=False)
     assert [path.name for path in tmp_path.iterdir()] == ["b.key"]
     assert (tmp_path / "b.key").read_bytes() == b"precious"
 
 
-def test_a_failed_replacement_names_the_file_and_leaves_no_temporary(authority: Path) -> None:
-    (authority / "alice.crt").mkdir()
-    with pytest.raises(CertificateError, match=rf"cannot write {authority / 'alice.crt'}: Is a"):
-        issue_client(authority, "alice", Role.READER, force=True)
-    assert sorted(path.name for path in authority.iterdir()) == sorted(
-        [*AUTHORITY_FILES, "alice.crt"]
-    )
+def test_a_failed_replacement_names_the_file_and_leaves_no_temporary(authority: Dirs) -> None:
+    (authority.tls / "alice.crt").mkdir()
+    with pytest.raises(
+        CertificateError, match=rf"cannot write {authority.tls / 'alice.crt'}: Is a"
+    ):
+        issue_client(authority.tls, authority.ca, "alice", Role.READER, force=True)
+    assert names(authority.tls) == sorted([*TLS_FILES, "alice.crt"])
+    assert names(authority.ca) == sorted(CA_FILES)
 
 
 # --- init_authority: contents ------------------------------------------------------------
@@ -218,9 +296,9 @@ def test_a_failed_replacement_names_the_file_and_leaves_no_temporary(authority: 
 
 def test_ca_certificate(tmp_path: Path) -> None:
     before = datetime.now(UTC)
-    init_authority(tmp_path)
+    dirs = init(tmp_path)
     after = datetime.now(UTC)
-    ca = load(tmp_path / "ca.crt")
+    ca = load(dirs.ca / "ca.crt")
     ca.verify_directly_issued_by(ca)
     assert common_name(ca) == "jobworker CA"
     assert ca.issuer == ca.subject
@@ -238,9 +316,9 @@ def test_ca_certificate(tmp_path: Path) -> None:
 
 def test_server_certificate(tmp_path: Path) -> None:
     before = datetime.now(UTC)
-    init_authority(tmp_path, extra_server_names=["10.1.2.3", "Jobs.Example.COM", "fd00::7"])
+    dirs = init(tmp_path, extra_server_names=["10.1.2.3", "Jobs.Example.COM", "fd00::7"])
     after = datetime.now(UTC)
-    ca, server = load(tmp_path / "ca.crt"), load(tmp_path / "server.crt")
+    ca, server = load(dirs.tls / "ca.crt"), load(dirs.tls / "server.crt")
     server.verify_directly_issued_by(ca)
     assert common_name(server) == "jobworker server"
     names = alternative_names(server)
@@ -262,26 +340,28 @@ def test_server_certificate(tmp_path: Path) -> None:
 
 
 def test_extra_server_names_already_present_are_not_repeated(tmp_path: Path) -> None:
-    init_authority(tmp_path / "plain")
+    plain = init(tmp_path / "plain")
     duplicates = ["localhost", "127.0.0.1", "0:0::1", "LocalHost", socket.gethostname()]
-    init_authority(tmp_path / "extra", extra_server_names=duplicates)
-    assert alternative_names(load(tmp_path / "extra" / "server.crt")) == alternative_names(
-        load(tmp_path / "plain" / "server.crt")
+    extra = init(tmp_path / "extra", extra_server_names=duplicates)
+    assert alternative_names(load(extra.tls / "server.crt")) == alternative_names(
+        load(plain.tls / "server.crt")
     )
 
 
 def test_admin_certificate(tmp_path: Path) -> None:
     before = datetime.now(UTC)
-    init_authority(tmp_path)
+    dirs = init(tmp_path)
     after = datetime.now(UTC)
-    ca, admin = load(tmp_path / "ca.crt"), load(tmp_path / "admin.crt")
+    ca, admin = load(dirs.tls / "ca.crt"), load(dirs.tls / "admin.crt")
     admin.verify_directly_issued_by(ca)
     assert common_name(admin) == "admin"
     assert alternative_names(admin) == [x509.UniformResourceIdentifier("urn:jobworker:role:admin")]
     assert extended_key_usage(admin) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     assert_leaf_extensions(admin, ca)
     assert_validity(admin, before, after, timedelta(days=365))
-    assert read_identity((tmp_path / "admin.crt").read_bytes()) == ("admin", Role.ADMIN)
+    assert read_identity((dirs.tls / "admin.crt").read_bytes()) == Identity(
+        "admin", Role.ADMIN, admin.serial_number
+    )
 
 
 def assert_leaf_extensions(leaf: x509.Certificate, ca: x509.Certificate) -> None:
@@ -327,12 +407,11 @@ def assert_leaf_extensions(leaf: x509.Certificate, ca: x509.Certificate) -> None
 def test_invalid_server_names_are_refused_before_anything_is_written(
     tmp_path: Path, name: str, problem: str
 ) -> None:
-    directory = tmp_path / "certs"
     with pytest.raises(InvalidName, match=problem) as raised:
-        init_authority(directory, extra_server_names=["10.0.0.1", name])
+        init(tmp_path, extra_server_names=["10.0.0.1", name])
     assert isinstance(raised.value, ValueError)
     assert repr(name) in str(raised.value)
-    assert not directory.exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -346,22 +425,23 @@ def test_invalid_server_names_are_refused_before_anything_is_written(
     ],
 )
 def test_valid_server_names(tmp_path: Path, name: str, expected: x509.GeneralName) -> None:
-    init_authority(tmp_path, extra_server_names=[name])
-    assert alternative_names(load(tmp_path / "server.crt"))[-1] == expected
+    dirs = init(tmp_path, extra_server_names=[name])
+    assert alternative_names(load(dirs.tls / "server.crt"))[-1] == expected
 
 
 # --- issue_client ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("role", list(Role))
-def test_issue_client_for_each_role(authority: Path, role: Role) -> None:
+def test_issue_client_for_each_role(authority: Dirs, role: Role) -> None:
     before = datetime.now(UTC)
-    written = issue_client(authority, "alice", role)
+    written = issue_client(authority.tls, authority.ca, "alice", role)
     after = datetime.now(UTC)
-    assert written == [authority / "alice.crt", authority / "alice.key"]
-    assert mode(authority / "alice.crt") == 0o644
-    assert mode(authority / "alice.key") == 0o600
-    ca, client = load(authority / "ca.crt"), load(authority / "alice.crt")
+    assert written == [authority.tls / "alice.crt", authority.tls / "alice.key"]
+    assert mode(authority.tls / "alice.crt") == 0o644
+    assert mode(authority.tls / "alice.key") == 0o600
+    assert names(authority.ca) == sorted(CA_FILES)
+    ca, client = load(authority.tls / "ca.crt"), load(authority.tls / "alice.crt")
     client.verify_directly_issued_by(ca)
     assert common_name(client) == "alice"
     assert alternative_names(client) == [
@@ -370,74 +450,107 @@ def test_issue_client_for_each_role(authority: Path, role: Role) -> None:
     assert extended_key_usage(client) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     assert_leaf_extensions(client, ca)
     assert_validity(client, before, after, timedelta(days=365))
-    assert public_der(load_key(authority / "alice.key")) == public_der(client)
-    assert read_identity((authority / "alice.crt").read_bytes()) == ("alice", role)
+    assert public_der(load_key(authority.tls / "alice.key")) == public_der(client)
+    assert read_identity((authority.tls / "alice.crt").read_bytes()) == Identity(
+        "alice", role, client.serial_number
+    )
 
 
-def test_issue_client_refuses_existing_files(authority: Path) -> None:
-    (authority / "bob.key").write_bytes(b"precious")
+def test_issue_client_records_each_certificate_in_the_index(authority: Dirs) -> None:
+    issue_client(authority.tls, authority.ca, "bob", Role.READER)
+    first = load(authority.tls / "bob.crt")
+    issue_client(authority.tls, authority.ca, "bob", Role.WRITER, force=True)
+    second = load(authority.tls / "bob.crt")
+    index = read_index(authority.ca)
+    assert [(entry.serial, entry.user, entry.role) for entry in index[2:]] == [
+        (first.serial_number, "bob", Role.READER),
+        (second.serial_number, "bob", Role.WRITER),
+    ]
+    assert index[3].not_after == second.not_valid_after_utc
+    assert mode(authority.ca / "index.json") == 0o644
+    serial = json.loads((authority.ca / "index.json").read_text())["certificates"][3]["serial"]
+    assert serial == f"{second.serial_number:x}"
+
+
+def test_an_unreadable_index_is_refused_before_anything_is_issued(authority: Dirs) -> None:
+    (authority.ca / "index.json").write_text('{"version": 1, "certificates": [{"serial": "x"}]}')
+    with pytest.raises(CertificateError, match=r"index\.json is not a valid index"):
+        issue_client(authority.tls, authority.ca, "bob", Role.READER)
+    assert not (authority.tls / "bob.crt").exists()
+
+
+def test_index_entries_describe_themselves(authority: Dirs) -> None:
+    entry = IssuedCertificate.of(load(authority.tls / "admin.crt"), Role.ADMIN, datetime.now(UTC))
+    assert entry.describe().startswith(f"{entry.serial:x} admin (admin, valid until 20")
+    assert entry.describe().endswith("Z)")
+
+
+def test_issue_client_refuses_existing_files(authority: Dirs) -> None:
+    (authority.tls / "bob.key").write_bytes(b"precious")
     with pytest.raises(CertificateFileExists, match=r"bob\.key") as raised:
-        issue_client(authority, "bob", Role.READER)
+        issue_client(authority.tls, authority.ca, "bob", Role.READER)
     assert "--force" in str(raised.value)
-    assert not (authority / "bob.crt").exists()
-    assert (authority / "bob.key").read_bytes() == b"precious"
+    assert not (authority.tls / "bob.crt").exists()
+    assert (authority.tls / "bob.key").read_bytes() == b"precious"
+    assert len(read_index(authority.ca)) == 2
 
 
-def test_issue_client_with_force_replaces_the_key(authority: Path) -> None:
-    issue_client(authority, "bob", Role.READER)
-    old_key = (authority / "bob.key").read_bytes()
-    issue_client(authority, "bob", Role.WRITER, force=True)
-    assert (authority / "bob.key").read_bytes() != old_key
-    assert mode(authority / "bob.key") == 0o600
-    assert read_identity((authority / "bob.crt").read_bytes()) == ("bob", Role.WRITER)
-    assert public_der(load_key(authority / "bob.key")) == public_der(load(authority / "bob.crt"))
+def test_issue_client_with_force_replaces_the_key(authority: Dirs) -> None:
+    tls = authority.tls
+    issue_client(tls, authority.ca, "bob", Role.READER)
+    old_key = (tls / "bob.key").read_bytes()
+    issue_client(tls, authority.ca, "bob", Role.WRITER, force=True)
+    assert (tls / "bob.key").read_bytes() != old_key
+    assert mode(tls / "bob.key") == 0o600
+    assert identity(tls / "bob.crt") == ("bob", Role.WRITER)
+    assert public_der(load_key(tls / "bob.key")) == public_der(load(tls / "bob.crt"))
 
 
-def test_reissuing_admin_needs_force(authority: Path) -> None:
+def test_reissuing_admin_needs_force(authority: Dirs) -> None:
     with pytest.raises(CertificateFileExists, match=r"admin\.crt"):
-        issue_client(authority, "admin", Role.ADMIN)
-    issue_client(authority, "admin", Role.READER, force=True)
-    assert read_identity((authority / "admin.crt").read_bytes()) == ("admin", Role.READER)
+        issue_client(authority.tls, authority.ca, "admin", Role.ADMIN)
+    issue_client(authority.tls, authority.ca, "admin", Role.READER, force=True)
+    assert identity(authority.tls / "admin.crt") == ("admin", Role.READER)
 
 
 @pytest.mark.parametrize(
     "user",
     ["", ".hidden", "-rf", "a/b", "../up", "a b", "tab\t", "line\n", "x" * 65, "émile", "a:b"],
 )
-def test_invalid_user_names(authority: Path, user: str) -> None:
-    before = sorted(authority.iterdir())
+def test_invalid_user_names(authority: Dirs, user: str) -> None:
+    before = snapshot(authority)
     with pytest.raises(InvalidName, match="invalid user name") as raised:
-        issue_client(authority, user, Role.READER)
+        issue_client(authority.tls, authority.ca, user, Role.READER)
     assert isinstance(raised.value, ValueError)
-    assert sorted(authority.iterdir()) == before
+    assert snapshot(authority) == before
 
 
 @pytest.mark.parametrize("user", ["ca", "server"])
-def test_reserved_user_names(authority: Path, user: str) -> None:
-    before = {path.name: path.read_bytes() for path in authority.iterdir()}
+def test_reserved_user_names(authority: Dirs, user: str) -> None:
+    before = snapshot(authority)
     with pytest.raises(InvalidName, match="reserved"):
-        issue_client(authority, user, Role.ADMIN, force=True)
-    assert {path.name: path.read_bytes() for path in authority.iterdir()} == before
+        issue_client(authority.tls, authority.ca, user, Role.ADMIN, force=True)
+    assert snapshot(authority) == before
 
 
 @pytest.mark.parametrize("user", ["a", "x" * 64, "alice.smith_2-b", "_svc", "Bob", "7"])
-def test_valid_user_names(authority: Path, user: str) -> None:
-    issue_client(authority, user, Role.READER)
-    assert read_identity((authority / f"{user}.crt").read_bytes()) == (user, Role.READER)
+def test_valid_user_names(authority: Dirs, user: str) -> None:
+    issue_client(authority.tls, authority.ca, user, Role.READER)
+    assert identity(authority.tls / f"{user}.crt") == (user, Role.READER)
 
 
 def test_issue_client_without_a_ca(tmp_path: Path) -> None:
     with pytest.raises(CertificateError, match=r"ca\.crt: No such file") as raised:
-        issue_client(tmp_path, "alice", Role.READER)
-    assert "jobworker certs init --dir" in str(raised.value)
+        issue_client(tmp_path, tmp_path / "ca", "alice", Role.READER)
+    assert f"jobworker certs init --ca-dir {tmp_path / 'ca'}" in str(raised.value)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_issue_client_without_the_ca_key(authority: Path) -> None:
-    (authority / "ca.key").unlink()
-    with pytest.raises(CertificateError, match=r"ca\.key: No such file"):
-        issue_client(authority, "alice", Role.READER)
-    assert not (authority / "alice.crt").exists()
+def test_issue_client_does_not_sign_with_a_key_in_the_tls_directory(authority: Dirs) -> None:
+    (authority.ca / "ca.key").rename(authority.tls / "ca.key")
+    with pytest.raises(CertificateError, match=rf"{authority.ca / 'ca.key'}: No such file"):
+        issue_client(authority.tls, authority.ca, "alice", Role.READER)
+    assert not (authority.tls / "alice.crt").exists()
 
 
 @pytest.mark.parametrize(
@@ -449,18 +562,18 @@ def test_issue_client_without_the_ca_key(authority: Path) -> None:
     ],
 )
 def test_issue_client_with_a_corrupt_ca(
-    authority: Path, file: str, content: bytes, problem: str
+    authority: Dirs, file: str, content: bytes, problem: str
 ) -> None:
-    (authority / file).write_bytes(content)
+    (authority.ca / file).write_bytes(content)
     with pytest.raises(CertificateError, match=problem):
-        issue_client(authority, "alice", Role.READER)
-    assert not (authority / "alice.crt").exists()
-    assert not (authority / "alice.key").exists()
+        issue_client(authority.tls, authority.ca, "alice", Role.READER)
+    assert not (authority.tls / "alice.crt").exists()
+    assert not (authority.tls / "alice.key").exists()
 
 
-def test_issue_client_with_an_encrypted_ca_key(authority: Path) -> None:
-    key = load_key(authority / "ca.key")
-    (authority / "ca.key").write_bytes(
+def test_issue_client_with_an_encrypted_ca_key(authority: Dirs) -> None:
+    key = load_key(authority.ca / "ca.key")
+    (authority.ca / "ca.key").write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -468,33 +581,33 @@ def test_issue_client_with_an_encrypted_ca_key(authority: Path) -> None:
         )
     )
     with pytest.raises(CertificateError, match=r"ca\.key is not an unencrypted"):
-        issue_client(authority, "alice", Role.READER)
+        issue_client(authority.tls, authority.ca, "alice", Role.READER)
 
 
-def test_issue_client_with_a_leaf_as_the_ca(authority: Path) -> None:
-    shutil.copy(authority / "server.crt", authority / "ca.crt")
-    shutil.copy(authority / "server.key", authority / "ca.key")
+def test_issue_client_with_a_leaf_as_the_ca(authority: Dirs) -> None:
+    shutil.copy(authority.tls / "server.crt", authority.ca / "ca.crt")
+    shutil.copy(authority.tls / "server.key", authority.ca / "ca.key")
     with pytest.raises(CertificateError, match=r"ca\.crt is not a CA certificate"):
-        issue_client(authority, "alice", Role.READER)
+        issue_client(authority.tls, authority.ca, "alice", Role.READER)
 
 
-def test_issue_client_with_the_key_of_another_ca(authority: Path, tmp_path: Path) -> None:
-    init_authority(tmp_path / "other")
-    shutil.copy(tmp_path / "other" / "ca.key", authority / "ca.key")
+def test_issue_client_with_the_key_of_another_ca(authority: Dirs, tmp_path: Path) -> None:
+    other = init(tmp_path / "other")
+    shutil.copy(other.ca / "ca.key", authority.ca / "ca.key")
     with pytest.raises(CertificateError, match=r"ca\.key is not the key of"):
-        issue_client(authority, "alice", Role.READER)
+        issue_client(authority.tls, authority.ca, "alice", Role.READER)
 
 
 def test_issue_client_with_an_expired_ca(tmp_path: Path) -> None:
     write_ca(tmp_path, not_after=datetime.now(UTC) - timedelta(days=1))
     with pytest.raises(CertificateError, match="expired on"):
-        issue_client(tmp_path, "alice", Role.READER)
+        issue_client(tmp_path, tmp_path, "alice", Role.READER)
     assert not (tmp_path / "alice.crt").exists()
 
 
 def test_a_client_certificate_ends_with_its_ca(tmp_path: Path) -> None:
     ca = write_ca(tmp_path, not_after=datetime.now(UTC) + timedelta(days=30))
-    issue_client(tmp_path, "alice", Role.READER)
+    issue_client(tmp_path, tmp_path, "alice", Role.READER)
     assert load(tmp_path / "alice.crt").not_valid_after_utc == ca.not_valid_after_utc
 
 
@@ -557,7 +670,10 @@ def client_pem(
 
 
 def test_read_identity_of_a_well_formed_certificate() -> None:
-    assert read_identity(client_pem()) == ("carol", Role.WRITER)
+    pem = client_pem()
+    assert read_identity(pem) == Identity(
+        "carol", Role.WRITER, x509.load_pem_x509_certificate(pem).serial_number
+    )
 
 
 def test_read_identity_ignores_other_uris_and_usages() -> None:
@@ -565,7 +681,7 @@ def test_read_identity_ignores_other_uris_and_usages() -> None:
         uris=["https://example.com/carol", f"{ROLE_URI_PREFIX}reader"],
         usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
     )
-    assert read_identity(pem) == ("carol", Role.READER)
+    assert read_identity(pem).role == Role.READER
 
 
 @pytest.mark.parametrize(
@@ -594,14 +710,14 @@ def test_read_identity_refuses(pem: bytes, problem: str) -> None:
         read_identity(pem)
 
 
-def test_read_identity_refuses_the_server_certificate(authority: Path) -> None:
+def test_read_identity_refuses_the_server_certificate(authority: Dirs) -> None:
     with pytest.raises(CertificateError, match="lacks clientAuth"):
-        read_identity((authority / "server.crt").read_bytes())
+        read_identity((authority.tls / "server.crt").read_bytes())
 
 
-def test_read_identity_refuses_the_ca_certificate(authority: Path) -> None:
+def test_read_identity_refuses_the_ca_certificate(authority: Dirs) -> None:
     with pytest.raises(CertificateError, match="no extended key usage"):
-        read_identity((authority / "ca.crt").read_bytes())
+        read_identity((authority.tls / "ca.crt").read_bytes())
 
 
 # --- end to end: openssl and a real TLS handshake ----------------------------------------
@@ -621,26 +737,27 @@ def openssl_verify(directory: Path, purpose: str, certificate: str, *extra: str)
     return output.strip()
 
 
-def test_openssl_accepts_each_certificate_for_its_purpose_only(authority: Path) -> None:
-    issue_client(authority, "alice", Role.READER)
-    assert openssl_verify(authority, "sslclient", "admin.crt") == "admin.crt: OK"
-    assert openssl_verify(authority, "sslclient", "alice.crt") == "alice.crt: OK"
-    assert openssl_verify(authority, "sslserver", "server.crt") == "server.crt: OK"
+def test_openssl_accepts_each_certificate_for_its_purpose_only(authority: Dirs) -> None:
+    issue_client(authority.tls, authority.ca, "alice", Role.READER)
+    tls = authority.tls
+    assert openssl_verify(tls, "sslclient", "admin.crt") == "admin.crt: OK"
+    assert openssl_verify(tls, "sslclient", "alice.crt") == "alice.crt: OK"
+    assert openssl_verify(tls, "sslserver", "server.crt") == "server.crt: OK"
     for host in ("-verify_hostname", "localhost"), ("-verify_ip", "::1"):
-        assert openssl_verify(authority, "sslserver", "server.crt", *host) == "server.crt: OK"
-    assert "unsuitable certificate purpose" in openssl_verify(authority, "sslclient", "server.crt")
-    assert "unsuitable certificate purpose" in openssl_verify(authority, "sslserver", "admin.crt")
+        assert openssl_verify(tls, "sslserver", "server.crt", *host) == "server.crt: OK"
+    assert "unsuitable certificate purpose" in openssl_verify(tls, "sslclient", "server.crt")
+    assert "unsuitable certificate purpose" in openssl_verify(tls, "sslserver", "admin.crt")
 
 
-def test_mutual_tls_handshake_identifies_the_client(authority: Path) -> None:
-    with handshake(authority, client="admin") as peer_pem:
-        assert read_identity(peer_pem) == ("admin", Role.ADMIN)
+def test_mutual_tls_handshake_identifies_the_client(authority: Dirs) -> None:
+    with handshake(authority.tls, client="admin") as peer_pem:
+        assert read_identity(peer_pem).user == "admin"
 
 
-def test_mutual_tls_refuses_the_server_certificate_as_a_client(authority: Path) -> None:
+def test_mutual_tls_refuses_the_server_certificate_as_a_client(authority: Dirs) -> None:
     with (
         pytest.raises(ssl.SSLError, match="unsuitable certificate purpose"),
-        handshake(authority, client="server"),
+        handshake(authority.tls, client="server"),
     ):
         pass
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from jobworker.api.certs import init_authority
+from jobworker.api.authority import init_authority
 from jobworker.cli import defaults
 from jobworker.cli.connection import Connection, translate
 from jobworker.cli.errors import CliError, UsageError
@@ -64,7 +64,7 @@ def test_missing_certificates_say_how_to_make_them(tmp_path):
 
 
 def test_an_unreachable_server_is_one_line_naming_it(tmp_path):
-    init_authority(tmp_path)
+    init_authority(tmp_path, tmp_path / "ca")
     connection = resolve({}, tls_dir=tmp_path, server="127.0.0.1:1")
     with connection.stub() as stub, pytest.raises(grpc.RpcError) as caught:
         stub.GetJob(pb.GetJobRequest(id="x"), timeout=30)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from jobworker.cli.errors import UsageError
+from jobworker.cli.errors import CliError, UsageError
 from jobworker.cli.parser import build
 from jobworker.cli.request import start_request
+from jobworker.cli.serve import tls_files
 from jobworker.runner.runner import RunnerConfig
 from jobworker.v1 import jobworker_pb2 as pb
 
@@ -170,3 +171,30 @@ def test_request_level_usage_errors():
     ):  # fmt: skip
         with pytest.raises(UsageError, match=message):
             start_request(parse(*argv))
+
+
+def test_certs_take_a_ca_directory_and_revoke_takes_a_name_or_serial():
+    for action in (["init"], ["issue", "--user", "bob", "--role", "reader"], ["revoke", "bob"]):
+        args = parse("certs", *action, "--ca-dir", "/ca", "--dir", "/tls")
+        assert (args.ca_dir, args.dir) == (Path("/ca"), Path("/tls"))
+    args = parse("certs", "revoke", "1A:2B")
+    assert (args.which, args.ca_dir, args.dir) == ("1A:2B", None, None)
+    assert args.handler == "jobworker.cli.certs:revoke_certificates"
+
+
+def test_the_server_reads_the_revocation_list_of_its_tls_directory_or_crl(tmp_path):
+    for name in ("server.crt", "server.key", "ca.crt", "other.pem"):
+        (tmp_path / name).write_bytes(b"")
+    files = tls_files(parse("server", "--tls-dir", str(tmp_path)))
+    assert files.crl == tmp_path / "crl.pem"  # read if it exists: none until a revocation
+    files = tls_files(
+        parse("server", "--tls-dir", str(tmp_path), "--crl", str(tmp_path / "other.pem"))
+    )
+    assert files.crl == tmp_path / "other.pem"
+    explicit = [f"--{flag}={tmp_path / name}" for flag, name in
+                (("cert", "server.crt"), ("key", "server.key"), ("ca", "ca.crt"))]  # fmt: skip
+    assert tls_files(parse("server", *explicit)).crl is None
+    files = tls_files(parse("server", *explicit, "--crl", str(tmp_path / "other.pem")))
+    assert files.crl == tmp_path / "other.pem"
+    with pytest.raises(CliError, match=r"cannot read .*missing\.pem; check --cert, --key, --ca"):
+        tls_files(parse("server", *explicit, "--crl", str(tmp_path / "missing.pem")))
