@@ -9,13 +9,16 @@ job's first process need. Keeping it small matters for speed too: fork time
 grows with the parent's memory, so the fork server stays around 17 MiB while
 the service is several times that.
 
-Protocol: one SOCK_SEQPACKET message per shim the launcher wants, with the
-shim's end of its connection to the launcher attached. The fork server only
-forks; everything else goes between the shim and the launcher over that
-connection (see ``shim``). Shims are ordered ahead of need, so forking one is
-not on any job's launch path. End of file on the control socket means the
-service is gone, and the fork server exits; running shims and jobs are not
-affected, and spare shims exit when their connection closes.
+Protocol: once running, the fork server says ``READY``: the launcher waits for
+it, since under systemd it starts the fork server through ``systemd-run`` and
+must know it runs in its scope before going on (see ``supervisor``). Then one
+SOCK_SEQPACKET message per shim the launcher wants, with the shim's end of its
+connection to the launcher attached. The fork server only forks; everything
+else goes between the shim and the launcher over that connection (see
+``shim``). Shims are ordered ahead of need, so forking one is not on any job's
+launch path. End of file on the control socket means the service is gone, and
+the fork server exits; running shims and jobs are not affected, and spare
+shims exit when their connection closes.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import NoReturn
 from jobworker.isolation import shim, syscalls
 
 ORDER = b"shim"
+READY = b"ready"
 
 
 def serve(control: socket.socket) -> NoReturn:
@@ -38,6 +42,7 @@ def serve(control: socket.socket) -> NoReturn:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     # Ctrl-C belongs to the service, which decides whether we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    control.send(READY)
     while True:
         message, fds, _flags, _address = socket.recv_fds(control, len(ORDER), 1)
         if not message:
