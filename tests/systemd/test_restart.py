@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.systemd
+# Each start of the server took one to two minutes in the emulated VM on a busy host.
+pytestmark = [pytest.mark.systemd, pytest.mark.timeout(1800)]
 
 JOBWORKER = str(Path(sys.executable).parent / "jobworker")
 UNIT_FILE = Path(__file__).resolve().parents[2] / "deploy" / "jobworker.service"
