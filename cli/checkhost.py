@@ -15,5 +15,6 @@ def check_host(args: argparse.Namespace) -> int:
         host = CgroupHost.discover(parent=args.cgroup_parent)
     except HostUnsupported as error:
         raise CliError(f"this host cannot run jobs: {error}") from None
-    print(f"cgroup v2 at {host.mount}; jobs would go under {host.base}/jobs")
+    scope = f" (systemd scope {host.scope.unit}, made by the server)" if host.scope else ""
+    print(f"cgroup v2 at {host.mount}; jobs would go under {host.base}/jobs{scope}")
     return 0

@@ -220,8 +220,8 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
     server.add_argument(
         "--cgroup-parent",
         metavar="PATH",
-        help="cgroup under which jobs go (default: the service's own under systemd, "
-        "else /jobworker)",
+        help="cgroup under which jobs go (default: as a systemd service, the scope "
+        "<service>-jobs.scope in its slice; else /jobworker)",
     )
     server.add_argument(
         "--max-jobs",

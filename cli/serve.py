@@ -66,12 +66,14 @@ def serve(args: argparse.Namespace) -> int:
         },
     )
 
+    scope = f" (systemd scope {host.scope.unit})" if host.scope else ""
+
     def ready(server: Server) -> None:
         address = args.listen.rsplit(":", 1)[0]
         print(
             f"jobworker server listening on {address}:{server.port} (mutual TLS, CA {tls.ca}); "
             f"limits enforced: {', '.join(REQUIRED_CONTROLLERS)}; "
-            f"jobs in cgroup {host.base}/jobs; state in {args.state_dir}",
+            f"jobs in cgroup {host.base}/jobs{scope}; state in {args.state_dir}",
             flush=True,
         )
 

@@ -1,14 +1,16 @@
 """Finding a usable cgroup v2 hierarchy, laying out our groups in it, and one group per job.
 
 Layout, under a *base* group (``--cgroup-parent``, or chosen as described in
-``choose_base``)::
+``CgroupHost._default_base``)::
 
     <base>/supervisor/      leaf: the service, its fork server and the job shims
     <base>/jobs/<job-id>/   leaf: one job, with its limits
 
 The service never sits in a group whose children get domain controllers (the
 kernel's no-internal-processes rule), so when it starts inside ``<base>`` or in
-the root group it moves itself into the ``supervisor`` leaf.
+the root group it moves itself into the ``supervisor`` leaf. Under systemd the
+base is a scope of the jobs' own and the service stays in its unit's group
+(see ``systemd``).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import errno
 import os
 import select
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobworker.isolation import syscalls
 from jobworker.isolation.errors import HostUnsupported, InvalidDevice, IsolationError
 from jobworker.isolation.mountinfo import read_mounts
+from jobworker.isolation.systemd import Scope
 
 REQUIRED_CONTROLLERS = ("cpu", "memory", "io", "pids")
 _V1_NAMES = {"cpu": "cpu", "memory": "memory", "io": "blkio", "pids": "pids"}
@@ -33,9 +36,10 @@ _UNIFIED_HINT = (
     "all controllers move to cgroup v2"
 )
 _DELEGATE_HINT = (
-    "run the service in a systemd unit with Delegate=yes (for example "
-    "`systemd-run --unit=jobworker -p Delegate=yes jobworker server`), or pass "
-    "--cgroup-parent naming a group that has no processes of its own"
+    "run the service as a systemd service (for example "
+    "`systemd-run --unit=jobworker jobworker server`: its jobs then go in a scope "
+    "with Delegate=yes), or pass --cgroup-parent naming a group that has no "
+    "processes of its own"
 )
 
 
@@ -57,6 +61,8 @@ class CgroupHost:
     mount: Path
     base: str
     own: str
+    scope: Scope | None = None
+    """The systemd scope whose group is ``base``, when we run as a systemd service."""
 
     @property
     def supervisor(self) -> Path:
@@ -79,6 +85,7 @@ class CgroupHost:
         proc_self: Path = Path("/proc/self"),
         euid: int | None = None,
         clone3: bool | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> CgroupHost:
         """Check, without changing anything, that jobs can be isolated here.
 
@@ -128,7 +135,9 @@ class CgroupHost:
             own = own[len(mount.root) :] or "/"
         host = cls(mount=mount.point, base=parent or "/", own=own)
         if parent is None:
-            host = cls(mount=mount.point, base=host._default_base(), own=own)
+            scope = Scope.for_service(own, os.environ if environ is None else environ, os.getpid())
+            base = host._default_base() if scope is None else scope.cgroup
+            host = cls(mount=mount.point, base=base, own=own, scope=scope)
         elif not parent.startswith("/") or ".." in parent.split("/"):
             raise HostUnsupported(
                 f"--cgroup-parent {parent!r} must be an absolute path inside the cgroup "
@@ -137,7 +146,10 @@ class CgroupHost:
         return host
 
     def _default_base(self) -> str:
-        """Our own group when it holds nothing but us (a systemd unit), else /jobworker."""
+        """Outside a systemd service: our own group when it holds nothing but us, else /jobworker.
+
+        A group of our own is, for example, a scope made for us with ``Delegate=yes``.
+        """
         if self.own != "/":
             try:
                 members = _read_words(self._path(self.own) / "cgroup.procs")
@@ -148,9 +160,13 @@ class CgroupHost:
         return "/jobworker"
 
     def prepare(self) -> None:
-        """Create our groups, move the service into its leaf and enable the controllers."""
+        """Create our groups, move the service into its leaf and enable the controllers.
+
+        A scope's group is systemd's to make: it must exist (``enter``) beforehand.
+        """
         base = self._path(self.base)
-        base.mkdir(parents=True, exist_ok=True)
+        if self.scope is None:
+            base.mkdir(parents=True, exist_ok=True)
         self.supervisor.mkdir(exist_ok=True)
         if not (self.supervisor / "cgroup.kill").exists():
             raise HostUnsupported(
@@ -168,6 +184,42 @@ class CgroupHost:
         self.jobs.mkdir(exist_ok=True)
         for group in _ancestors(self.mount, self.jobs):
             self._enable_controllers(group)
+
+    def base_exists(self) -> bool:
+        """Whether the base group is there (a scope's: whether systemd still keeps it)."""
+        return self._path(self.base).is_dir()
+
+    def enter(self, pid: int) -> bool:
+        """Move process ``pid`` into the supervisor leaf; False if the base group is gone.
+
+        Never creates the base: under systemd that is the scope's group, which only
+        systemd may make (it removes it once empty, perhaps just now).
+        """
+        try:
+            self.supervisor.mkdir(exist_ok=True)
+            _write(self.supervisor / "cgroup.procs", str(pid))
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            if error.errno == errno.ENODEV:  # removed between open and write
+                return False
+            raise
+        return True
+
+    def remove_base(self) -> None:
+        """Remove the base group and everything under it, all empty, deepest first.
+
+        For what a scope leaves when systemd drops it while we enter it: its group then
+        stays, and systemd could not make the scope again on top of it.
+        """
+        for group, _children, _files in os.walk(self._path(self.base), topdown=False):
+            try:
+                os.rmdir(group)
+            except OSError as error:
+                raise HostUnsupported(
+                    f"cannot remove cgroup {group}, left over from an earlier "
+                    f"{self.base}: {error.strerror}; remove it by hand"
+                ) from None
 
     def _enable_controllers(self, group: Path) -> None:
         enabled = set(_read_words(group / "cgroup.subtree_control"))

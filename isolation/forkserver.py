@@ -9,12 +9,15 @@ job's first process need. Keeping it small matters for speed too: fork time
 grows with the parent's memory, so the fork server stays around 17 MiB while
 the service is several times that.
 
-Protocol: one SOCK_SEQPACKET message per shim the launcher wants, with the
-shim's end of its connection to the launcher attached. The fork server only
-forks; everything else goes between the shim and the launcher over that
-connection (see ``shim``). If a fork fails (EAGAIN from a pids limit, ENOMEM),
-the fork server says so on that connection instead and goes on serving: one
-failed fork must not stop every later start. Shims are ordered ahead of need, so forking one is
+Protocol: once running, the fork server says ``READY``: the launcher waits for
+it, since under systemd it starts the fork server through ``systemd-run`` and
+must know it runs in its scope before going on (see ``supervisor``). Then one
+SOCK_SEQPACKET message per shim the launcher wants, with the shim's end of its
+connection to the launcher attached. The fork server only forks; everything
+else goes between the shim and the launcher over that connection (see
+``shim``). If a fork fails (EAGAIN from a pids limit, ENOMEM), the fork server
+says so on that connection instead and goes on serving: one failed fork must
+not stop every later start. Shims are ordered ahead of need, so forking one is
 not on any job's launch path. End of file on the control socket means the
 service is gone, and the fork server exits; running shims and jobs are not
 affected, and spare shims exit when their connection closes.
@@ -32,6 +35,7 @@ from typing import NoReturn
 from jobworker.isolation import shim, syscalls
 
 ORDER = b"shim"
+READY = b"ready"
 FORK_FAILED = b"fork failed\0"
 """Sent on a shim's connection instead of its READY when the fork server could not fork it."""
 
@@ -56,6 +60,7 @@ def serve(control: socket.socket) -> NoReturn:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     # Ctrl-C belongs to the service, which decides whether we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    control.send(READY)
     while True:
         message, fds, _flags, _address = socket.recv_fds(control, len(ORDER), 1)
         if not message:

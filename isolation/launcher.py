@@ -28,14 +28,12 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jobworker.isolation import forkserver, shim
+from jobworker.isolation import forkserver, shim, supervisor
 from jobworker.isolation.cgroups import CgroupHost, JobCgroup, Remains, Usage
 from jobworker.isolation.errors import (
     BadWorkingDirectory,
@@ -70,7 +68,7 @@ class Launcher:
     def __init__(self, host: CgroupHost, spares: int = SPARE_SHIMS) -> None:
         self.host = host
         self._netns = NetnsFactory()
-        self._control, self._server = self._start_fork_server()
+        self._control, self._server = supervisor.start_fork_server(host)
         self._wanted_spares = spares
         self._closed = False
         self._spares: list[socket.socket] = []
@@ -83,27 +81,13 @@ class Launcher:
         """Prepare the cgroup layout (moving this process into its leaf), then the helpers.
 
         The order matters: the fork server and every shim inherit our cgroup, so
-        we must be in the supervisor leaf before the fork server starts.
+        we must be in the supervisor leaf before the fork server starts. Under
+        systemd (``host.scope``) the leaf is in a scope that may not exist yet:
+        the fork server goes there first, and the layout is prepared then.
         """
-        host.prepare()
+        if host.scope is None:
+            host.prepare()
         return cls(host, spares)
-
-    @staticmethod
-    def _start_fork_server() -> tuple[socket.socket, subprocess.Popen[bytes]]:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # -I (isolated): neither the working directory nor PYTHON* variables may decide
-        # what this root process imports; started from a folder others can write, it
-        # would otherwise import ./jobworker/... from there. cwd "/": it holds no folder.
-        server = subprocess.Popen(
-            [sys.executable, "-I", "-m", "jobworker.isolation.forkserver", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL,
-            cwd="/",
-            start_new_session=True,
-        )
-        theirs.close()
-        ours.setblocking(False)
-        return ours, server
 
     async def launch(
         self, spec: JobSpec, settings: list[tuple[str, str]] | None = None

@@ -17,9 +17,28 @@ host_can_run_privileged() {
     done
 }
 
+# systemd is this host's init, with a cgroup v2 hierarchy we can use?
+host_runs_systemd() {
+    [[ -d /run/systemd/system ]] && host_can_run_privileged  # sd_booted(3)
+}
+
+# The VM's packages; with "systemd", also what a VM booting systemd needs: it boots
+# the host's own /sbin/init, so the host must have systemd installed. That does not
+# make systemd this host's init (it changes nothing until a reboot from /sbin/init,
+# and only installs /sbin/init where there is none).
 setup_vm_packages() {
-    local missing=() pkg
-    for pkg in qemu-system-x86 linux-image-amd64 busybox-static; do
+    local missing=() pkg init
+    local packages=(qemu-system-x86 linux-image-amd64 busybox-static)
+    if [[ ${1:-} == systemd ]]; then
+        packages+=(systemd)
+        init=$(readlink -f /sbin/init 2>/dev/null || true)
+        if [[ ! -e /sbin/init ]]; then
+            packages+=(systemd-sysv)
+        elif [[ $init != */systemd ]]; then
+            die "/sbin/init is $init, not systemd: the VM for the tests under systemd boots the host's /sbin/init"
+        fi
+    fi
+    for pkg in "${packages[@]}"; do
         [[ $(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null) == installed ]] \
             || missing+=("$pkg")
     done

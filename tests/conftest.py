@@ -1,9 +1,11 @@
 """Test-wide set-up: gating of privileged tests and a scratch block device.
 
 Tests marked ``privileged`` need root and a pure cgroup v2 hierarchy at
-/sys/fs/cgroup offering the cpu, memory, io and pids controllers. Where that is
-missing they are skipped, except when JOBWORKER_PRIVILEGED=require (as
-scripts/test sets it): then they fail, so CI can never pass by skipping them.
+/sys/fs/cgroup offering the cpu, memory, io and pids controllers; tests marked
+``systemd`` need that too, under a running systemd (PID 1), which they drive
+with systemctl. Where that is missing they are skipped, except when
+JOBWORKER_PRIVILEGED=require (as scripts/test sets it): then they fail, so CI can
+never pass by skipping them.
 """
 
 from __future__ import annotations
@@ -65,9 +67,21 @@ def privileged_unavailable_reason() -> str | None:
     return "; ".join(problems) or None
 
 
+def systemd_unavailable_reason() -> str | None:
+    """Why tests under systemd cannot run here, or None if they can."""
+    # sd_booted(3): systemd made this directory, as PID 1 and nothing else.
+    if not Path("/run/systemd/system").is_dir():
+        return "systemd is not the init here (scripts/test runs these tests in a VM that boots it)"
+    return privileged_unavailable_reason()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # Runs before the test's fixtures, so the reason given is the real one.
+    if item.get_closest_marker("systemd") is not None:
+        reason = systemd_unavailable_reason()
+        if reason is not None:
+            _unavailable(f"test under systemd cannot run: {reason}")
     if item.get_closest_marker("privileged") is None:
         return
     reason = privileged_unavailable_reason()

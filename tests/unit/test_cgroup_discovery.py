@@ -9,6 +9,7 @@ import pytest
 
 from jobworker.isolation.cgroups import CgroupHost, own_cgroup
 from jobworker.isolation.errors import HostUnsupported
+from jobworker.isolation.systemd import Scope
 
 ALL_CONTROLLERS = "cpuset cpu io memory hugetlb pids rdma misc"
 UNIFIED_HINT = "systemd.unified_cgroup_hierarchy=1"
@@ -83,8 +84,13 @@ class FakeHost:
         (group / "cgroup.procs").write_text("".join(f"{pid}\n" for pid in pids))
         return group
 
-    def discover(self, parent: str | None = None, euid: int = 0) -> CgroupHost:
-        return CgroupHost.discover(parent, proc_self=self.proc_self, euid=euid)
+    def discover(
+        self, parent: str | None = None, euid: int = 0, environ: dict[str, str] | None = None
+    ) -> CgroupHost:
+        # Not the environment the tests run in, which may be a systemd service's.
+        return CgroupHost.discover(
+            parent, proc_self=self.proc_self, euid=euid, environ=environ or {}
+        )
 
     def refusal(self, parent: str | None = None, euid: int = 0) -> str:
         with pytest.raises(HostUnsupported) as caught:
@@ -213,6 +219,44 @@ def test_default_base_is_our_own_group_when_it_holds_only_us(host):
     assert (found.base, found.own) == (own, own)
     assert found.supervisor == host.cgroup2 / "system.slice/jobworker.service/supervisor"
     assert found.jobs == host.cgroup2 / "system.slice/jobworker.service/jobs"
+
+
+# What systemd gives the main process of a service (SYSTEMD_EXEC_PID since 248).
+SERVICE_ENVIRON = {"INVOCATION_ID": "5e1f" * 8, "SYSTEMD_EXEC_PID": str(os.getpid())}
+
+
+@pytest.mark.parametrize("others", [(), (1, 2)])
+def test_default_base_of_a_systemd_service_is_its_jobs_scope(host, others):
+    own = "/system.slice/jobworker.service"
+    host.unified(own=own).group(own, os.getpid(), *others)
+    before = host.tree()
+    found = host.discover(environ=SERVICE_ENVIRON)
+    assert found.base == "/system.slice/jobworker-jobs.scope"
+    assert found.own == own
+    assert found.scope == Scope(
+        unit="jobworker-jobs.scope",
+        service="jobworker.service",
+        slice="system.slice",
+        cgroup="/system.slice/jobworker-jobs.scope",
+    )
+    assert found.supervisor == host.cgroup2 / "system.slice/jobworker-jobs.scope/supervisor"
+    assert found.jobs == host.cgroup2 / "system.slice/jobworker-jobs.scope/jobs"
+    assert host.tree() == before  # the scope is made when the server starts
+
+
+def test_an_explicit_parent_wins_over_the_scope(host):
+    own = "/system.slice/jobworker.service"
+    host.unified(own=own).group(own, os.getpid())
+    found = host.discover("/custom", environ=SERVICE_ENVIRON)
+    assert (found.base, found.scope) == ("/custom", None)
+
+
+def test_a_child_of_a_service_is_not_the_service(host):
+    own = "/system.slice/jobworker.service"
+    host.unified(own=own).group(own, os.getpid())
+    environ = {**SERVICE_ENVIRON, "SYSTEMD_EXEC_PID": str(os.getpid() + 1)}
+    found = host.discover(environ=environ)
+    assert (found.base, found.scope) == (own, None)
 
 
 @pytest.mark.parametrize("others", [(1,), (os.getpid() + 1,), (1, 2, 3)])

@@ -16,6 +16,7 @@ import pytest
 
 from jobworker.isolation.cgroups import CgroupHost, JobCgroup, Usage
 from jobworker.isolation.errors import HostUnsupported, InvalidDevice, IsolationError
+from jobworker.isolation.systemd import Scope
 
 CPU_STAT = """\
 usage_usec 1500
@@ -295,6 +296,69 @@ def test_prepare_in_a_delegated_unit_leaves_other_groups_alone(mount):
     assert subtree(mount) == subtree(mount / "system.slice") == ALL
     assert subtree(unit) == subtree(unit / "jobs") == "+cpu +memory +io +pids"
     assert not (mount / "jobworker/jobs/cgroup.subtree_control").read_text()
+
+
+SCOPE = Scope(
+    unit="jobworker-jobs.scope",
+    service="jobworker.service",
+    slice="system.slice",
+    cgroup="/system.slice/jobworker-jobs.scope",
+)
+
+
+def scope_host(mount: Path) -> CgroupHost:
+    return CgroupHost(
+        mount=mount, base=SCOPE.cgroup, own="/system.slice/jobworker.service", scope=SCOPE
+    )
+
+
+def test_prepare_in_the_jobs_scope(mount):
+    # systemd made the scope (Delegate=yes: all controllers) and the fork server is in.
+    fake_group(mount / "system.slice", subtree=ALL)
+    (mount / "cgroup.subtree_control").write_text(ALL)
+    scope = fake_group(mount / "system.slice/jobworker-jobs.scope")
+    fake_group(scope / "supervisor", procs="4242\n")
+    fake_group(scope / "jobs")
+    scope_host(mount).prepare()
+    assert (scope / "supervisor/cgroup.procs").read_text() == "4242\n"  # we stay in our unit
+    assert subtree(mount) == subtree(mount / "system.slice") == ALL
+    assert subtree(scope) == subtree(scope / "jobs") == "+cpu +memory +io +pids"
+
+
+def test_enter_the_jobs_scope(mount):
+    scope = fake_group(mount / "system.slice/jobworker-jobs.scope")
+    fake_group(scope / "supervisor")
+    assert scope_host(mount).enter(4242)
+    assert (scope / "supervisor/cgroup.procs").read_text() == "4242"
+
+
+def test_enter_a_scope_that_is_gone_creates_nothing(mount):
+    fake_group(mount / "system.slice")
+    host = scope_host(mount)
+    assert not host.base_exists()
+    assert not host.enter(4242)
+    assert not host.base_exists()
+
+
+def test_remove_what_a_dropped_scope_left(mount):
+    # Plain directories: cgroupfs removes a group whatever its interface files.
+    scope = mount / "system.slice/jobworker-jobs.scope"
+    (scope / "supervisor").mkdir(parents=True)
+    (scope / "jobs/a").mkdir(parents=True)
+    host = scope_host(mount)
+    assert host.base_exists()
+    host.remove_base()
+    assert not host.base_exists()
+    assert (mount / "system.slice").is_dir()
+
+
+def test_remove_a_scope_group_that_is_not_empty(mount):
+    scope = mount / "system.slice/jobworker-jobs.scope"
+    (scope / "jobs/a").mkdir(parents=True)
+    (scope / "jobs/a/cgroup.procs").write_text("4242\n")  # rmdir: not empty, like EBUSY
+    with pytest.raises(HostUnsupported, match="remove it by hand"):
+        scope_host(mount).remove_base()
+    assert (scope / "jobs/a").is_dir()
 
 
 def test_prepare_refuses_a_base_with_stray_processes(mount):
