@@ -325,7 +325,19 @@ def test_errors_are_one_line_with_a_documented_exit_status(cli: Cli, tmp_path: P
     missing = str(uuid.uuid4())
     down = {**cli.env, "JOBWORKER_SERVER": "localhost:1"}
     state = tempfile.mkdtemp(prefix="jobworker-cli-state-")
-    server = ["server", "--tls-dir", str(cli.tls), "--listen", "localhost:0", "--state-dir", state]
+    # Without the revocation list an earlier test wrote: the server logs it as it starts,
+    # and these cases check that a refused start prints its one line alone.
+    unrevoked = tmp_path / "tls-unrevoked"
+    shutil.copytree(cli.tls, unrevoked, ignore=shutil.ignore_patterns("crl.pem"))
+    server = [
+        "server",
+        "--tls-dir",
+        str(unrevoked),
+        "--listen",
+        "localhost:0",
+        "--state-dir",
+        state,
+    ]
     cases = [
         (["run", "--memory", "64X", "--", "true"], cli.env, 2, "'64X' is not a size"),
         (["run", "--frobnicate", "--", "true"], cli.env, 2, "unrecognized arguments"),
@@ -347,10 +359,10 @@ def test_errors_are_one_line_with_a_documented_exit_status(cli: Cli, tmp_path: P
             "the transient user ids 65000-66000 are already in use on this host: user nobody",
         ),
         (
-            [*server, "--home-root", str(cli.tls / "homes")],
+            [*server, "--home-root", str(unrevoked / "homes")],
             cli.env,
             1,
-            f"jobs could not reach their home directories under {cli.tls / 'homes'}: ",
+            f"jobs could not reach their home directories under {unrevoked / 'homes'}: ",
         ),
         (
             ["server", "--tls-dir", str(exposed), "--listen", "localhost:0"],
