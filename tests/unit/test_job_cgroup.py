@@ -185,9 +185,10 @@ def test_create_under_a_missing_parent(tmp_path):
         JobCgroup(tmp_path / "no-jobs-dir" / "job-1").create([])
 
 
-def test_io_limit_refused_by_the_kernel(tmp_path):
-    # In a plain directory io.max does not exist, so the write fails as a refused
-    # io.max write would (the mapping depends on the file, not on the errno).
+def test_a_failed_io_max_write_is_an_invalid_device(tmp_path):
+    # Only the mapping: in a plain directory io.max is missing (ENOENT), and any
+    # failed io.max write maps alike, whatever the errno. The kernel's own refusals
+    # are tests/privileged/test_kernel_refusals.py.
     job = JobCgroup(tmp_path / "job-3")
     with pytest.raises(InvalidDevice, match="8:16") as caught:
         job.create([("io.max", "8:16 wbps=5")])
@@ -195,7 +196,7 @@ def test_io_limit_refused_by_the_kernel(tmp_path):
     assert not job.path.exists()
 
 
-def test_other_setting_refused_by_the_kernel(tmp_path):
+def test_a_failed_write_of_another_setting_is_host_unsupported(tmp_path):
     job = JobCgroup(tmp_path / "job-4")
     with pytest.raises(HostUnsupported, match=r"cannot set cpu\.max"):
         job.create([("cpu.max", "50000 100000")])
