@@ -143,6 +143,20 @@ def test_wait_empty_times_out(group):
     assert 0.15 <= time.monotonic() - start < 5
 
 
+@pytest.mark.parametrize("name", ["cpu.stat", "memory.events", "cgroup.procs", "cgroup.events"])
+def test_an_interface_file_that_cannot_be_read_is_an_isolation_error(group, name):
+    # A directory in its place: reading it fails with EISDIR, neither "gone" errno.
+    (group.path / name).mkdir()
+    read = {
+        "cpu.stat": group.usage,
+        "memory.events": group.oom_killed,
+        "cgroup.procs": group.pids,
+        "cgroup.events": lambda: group.wait_empty(timeout=1),
+    }[name]
+    with pytest.raises(IsolationError, match=f"cannot read {group.path / name}: Is a directory"):
+        read()
+
+
 # --- create and remove -----------------------------------------------------------
 
 
@@ -331,6 +345,13 @@ def test_enter_the_jobs_scope(mount):
     fake_group(scope / "supervisor")
     assert scope_host(mount).enter(4242)
     assert (scope / "supervisor/cgroup.procs").read_text() == "4242"
+
+
+def test_a_refused_move_into_the_scope_is_host_unsupported(mount):
+    scope = fake_group(mount / "system.slice/jobworker-jobs.scope")
+    (scope / "supervisor/cgroup.procs").mkdir(parents=True)  # the write fails: EISDIR
+    with pytest.raises(HostUnsupported, match=r"cannot move process 4242 into .*supervisor"):
+        scope_host(mount).enter(4242)
 
 
 def test_enter_a_scope_that_is_gone_creates_nothing(mount):
