@@ -1,7 +1,8 @@
 """The one place where errors become gRPC status codes: the runner's, and the API's own.
 
-Clients get a standard code and a specific message; internal errors are
-logged in full and answered with a generic message, never a traceback.
+The API's own is ``TooManyStreams``; an error not listed here is a bug. Clients get
+a standard code and a specific message; internal errors are logged in full and
+answered with a generic message, never a traceback.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
     """The status code and message a client gets for ``error``.
 
-    Anything that is not one of the runner's errors is a bug: it is logged in full,
-    with its cause, and the client only learns that something went wrong inside.
+    Anything not in ``_CODES`` (the runner's ``InternalError`` among them) is a bug: it
+    is logged in full, with its cause, and the client only learns that something went
+    wrong inside.
     """
     for kind, code in _CODES:
         if isinstance(error, kind):

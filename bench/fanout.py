@@ -5,7 +5,7 @@ starts. Aggregate throughput is all followers' bytes over the time until the las
 one finished. The service's peak memory (VmHWM, reset before each run) should not
 grow with the bytes streamed; the raw server's peak is shown for comparison.
 
-The headline, which issue 7's target is judged on, is the live fan-out: followers
+The headline, which its target is judged on, is the live fan-out: followers
 attached before the job writes, each stream ending once the job's final record is
 stored. Two more figures say where a gap comes from, since the raw server streams a
 finished file and stops at its end:

@@ -1,7 +1,7 @@
 """What the benchmark measures with: sizes, repeats, and where it keeps its files.
 
-Two presets: ``full`` (the sizes of issue 7, for a real cgroup v2 host) and ``vm``
-(the issue's counts with fewer bytes over gRPC, so that the whole run finishes in
+Two presets: ``full`` (the sizes the targets are set for, on a real cgroup v2 host) and
+``vm`` (the same counts with fewer bytes over gRPC, so that the whole run finishes in
 about 20 minutes in the software-emulated test VM). Every size can be set on its own
 with a flag; the table and the JSON file always say which sizes were used. Ratios,
 not absolute figures, are what compare across machines.
@@ -72,7 +72,7 @@ PRESETS = {
     ),
     "vm": Sizes(
         # Measured in a TCG VM on a shared 2-core host: StartJob ~0.1 s, one mTLS stream
-        # ~15-20 MB/s. The issue's counts (300 starts, 1,000 jobs) fit; bytes streamed
+        # ~15-20 MB/s. The full counts (300 starts, 1,000 jobs) fit; bytes streamed
         # over gRPC are cut so that the whole run takes about 20 minutes.
         starts=300,
         # Writing output costs the same wherever it goes: the full 1 GiB (about 10 s a run).

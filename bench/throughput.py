@@ -1,7 +1,7 @@
 """Item 2 (a, b): a job writing fast, with no reader and with one follower over gRPC.
 
 (a) The job's own run time (start to end, as its record says) with nobody reading,
-versus the same command run here with stdout on /dev/null (the issue's baseline),
+versus the same command run here with stdout on /dev/null (the baseline),
 into a file next to the output logs, and through a pipe into such a file by ``cat``.
 Keeping output cannot cost less than writing it to a file, so those two say how
 much of the gap to /dev/null is the product's.

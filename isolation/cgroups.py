@@ -56,7 +56,12 @@ def own_cgroup(proc_cgroup: Path) -> str:
 
 @dataclass(frozen=True)
 class CgroupHost:
-    """A cgroup v2 hierarchy checked to be usable, and where our groups live in it."""
+    """A cgroup v2 hierarchy checked to be usable, and where our groups live in it.
+
+    What keeps jobs from being isolated here is ``HostUnsupported``, saying how to fix
+    it. An ``OSError`` the kernel gives no reason to expect (reading /proc or cgroupfs
+    files that are always there, root making its own groups) is passed on as it is.
+    """
 
     mount: Path
     base: str
@@ -203,7 +208,9 @@ class CgroupHost:
         except OSError as error:
             if error.errno == errno.ENODEV:  # removed between open and write
                 return False
-            raise
+            raise HostUnsupported(
+                f"cannot move process {pid} into cgroup {self.supervisor}: {error.strerror}"
+            ) from None
         return True
 
     def remove_base(self) -> None:
@@ -326,8 +333,9 @@ class Remains:
 class JobCgroup:
     """The cgroup of one job.
 
-    Kernel errors become ``IsolationError``; a group that is gone is not an error
-    where a method says what it means.
+    Every kernel error becomes an ``IsolationError`` (a refused setting an
+    ``InvalidDevice`` or ``HostUnsupported``); a group that is gone is not an error
+    where a method says what that means instead.
     """
 
     path: Path
@@ -366,11 +374,8 @@ class JobCgroup:
             raise HostUnsupported(f"cannot set {name} in {self.path}: {error.strerror}") from None
 
     def pids(self) -> list[int]:
-        """Every process currently in the group."""
-        try:
-            return [int(pid) for pid in _read_words(self.path / "cgroup.procs")]
-        except FileNotFoundError:
-            return []
+        """Every process currently in the group; none once the group is gone."""
+        return [int(pid) for pid in (self._read("cgroup.procs") or "").split()]
 
     def kill(self) -> bool:
         """SIGKILL every process in the group at once, escaped daemons included.
@@ -394,16 +399,24 @@ class JobCgroup:
         so this sleeps until the kernel says so instead of polling on a timer.
         """
         deadline = time.monotonic() + timeout
+        events = self.path / "cgroup.events"
         try:
-            fd = os.open(self.path / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(events, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return True
+        except OSError as error:
+            raise IsolationError(f"cannot read {events}: {error.strerror}") from None
         try:
             poller = select.poll()
             poller.register(fd, select.POLLPRI | select.POLLERR)
             while True:
-                if b"populated 0" in os.pread(fd, 4096, 0):
-                    return True
+                try:
+                    if b"populated 0" in os.pread(fd, 4096, 0):
+                        return True
+                except OSError as error:
+                    if error.errno == errno.ENODEV:  # removed since it was opened: empty
+                        return True
+                    raise IsolationError(f"cannot read {events}: {error.strerror}") from None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -478,14 +491,15 @@ class JobCgroup:
         A group removed between open and read (its shim tearing it down at the
         same moment) answers ENODEV rather than ENOENT: both mean "gone".
         """
+        path = self.path / name
         try:
-            return (self.path / name).read_text()
+            return path.read_text()
         except FileNotFoundError:
             return None
         except OSError as error:
             if error.errno == errno.ENODEV:
                 return None
-            raise
+            raise IsolationError(f"cannot read {path}: {error.strerror}") from None
 
     def _number(self, name: str) -> int | None:
         text = self._read(name)

@@ -14,6 +14,7 @@ for, so callers never have to guess what an errno meant::
     │   ├── CommandNotExecutable
     │   ├── BadWorkingDirectory
     │   └── ResourcesExhausted   no process could be made for it now (EAGAIN, ENOMEM)
+    ├── OutputLogError       a file is not an output log, or is damaged before its tail
     └── InternalError        our own helper processes misbehaved (a bug, not user input)
 """
 
@@ -80,6 +81,10 @@ class ResourcesExhausted(LaunchError):
 
     Not the job's fault, and possibly over in a moment: the caller may try again.
     """
+
+
+class OutputLogError(IsolationError):
+    """The file is not an output log, or is damaged before its readable tail."""
 
 
 class InternalError(IsolationError):

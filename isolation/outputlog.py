@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobworker.isolation import syscalls
+from jobworker.isolation.errors import OutputLogError
 
 MAGIC = b"JWLOG1\n\x00"
 _HEADER = struct.Struct("<BBxxI")
@@ -58,10 +59,6 @@ class Stream(enum.IntEnum):
 
     STDOUT = 1
     STDERR = 2
-
-
-class OutputLogError(Exception):
-    """The file is not an output log, or is damaged before its readable tail."""
 
 
 class OutputLogWriter:

@@ -8,10 +8,12 @@
     ├── UserNotAllowed       the caller may not run a job as the user it named
     ├── LimitUnenforceable   a valid limit this host cannot give (more CPUs than it has)
     ├── StartFailed          the command could not be started; ``reason`` says why
-    ├── HostUnsupported      this host cannot run jobs (raised when the runner opens)
+    ├── HostUnsupported      this host cannot run jobs (when the runner opens), or its
+    │                        kernel refused a limit of this one
     ├── InvalidConfiguration the runner's configuration cannot work (raised when it opens)
     ├── JobStillRunning      the call needs an ended job, and this one runs
-    ├── CapacityExhausted    the configured number of running jobs is reached
+    ├── CapacityExhausted    no room for another job now: the running-job maximum, the
+    │                        output quota, transient user ids, or processes are used up
     ├── StorageError         the state directory or the record database failed
     │   └── StorageFull      ... for lack of space (or below the configured reserve)
     └── InternalError        a bug in jobworker, not a problem with the request

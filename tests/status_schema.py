@@ -1,4 +1,4 @@
-"""The keys of ``jobworker status --json``: a contract scripts depend on (issue 6).
+"""The keys of ``jobworker status --json``: a contract scripts depend on.
 
 Written out here, not derived from the CLI, so that a test fails when the CLI
 changes the contract; shared by the unit and the privileged CLI tests.

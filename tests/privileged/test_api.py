@@ -581,7 +581,7 @@ def test_calls_a_busy_server_takes_up_late_are_served_not_cancelled(
     """gRPC cancels a call that waits over 30 s for the server to take it up, by default.
 
     The asyncio server takes up one call per turn of its event loop, so when the loop
-    is busy (64 followers of a fast job in the test VM, issue 7) calls queue up, and
+    is busy (64 followers of a fast job in the test VM) calls queue up, and
     with the default the later ones ended in a bare CANCELLED. How long a caller is
     prepared to wait is the caller's deadline to say.
     """

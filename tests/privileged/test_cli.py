@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import default_signals
 from tests.privileged.runner_helpers import CGROUP_ROOT, home_root, remove_cgroup_tree
 from tests.status_schema import STATUS_KEYS, USAGE_KEYS
 
@@ -59,9 +60,10 @@ class Cli:
         return jobworker(*args, env=self.env if env is None else env)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
+        """Start the CLI as a terminal would, so that a SIGINT sent to it is a Ctrl-C."""
         return subprocess.Popen(
-            [JOBWORKER, *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
+            default_signals.command(JOBWORKER, *args), env=self.env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
     def status(self, job_id: str) -> dict[str, object]:

@@ -214,7 +214,9 @@ def test_the_job_ends_with_its_main_process_and_leftovers_are_killed(
     jobs: Jobs, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "daemon.pid"
-    script = f"setsid sh -c 'echo $$ > {pid_file}; exec sleep 600' & sleep 1; exit 0"
+    # The main process exits only once the daemon has said who it is, however slow the VM.
+    daemon = f"echo $$ > {pid_file}.new && mv {pid_file}.new {pid_file}; exec sleep 600"
+    script = f"setsid sh -c '{daemon}' & until [ -e {pid_file} ]; do sleep 0.1; done; exit 0"
     finished = run(jobs.complete("sh", "-c", script, namespaces=Namespaces.none()))
     assert finished.outcome.exit_code == 0
     assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()

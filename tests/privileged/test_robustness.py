@@ -1,11 +1,12 @@
-"""One job cannot wedge the service: each test here failed before its fix.
+"""One job cannot wedge the service:
 
-- a root job that makes a cgroup inside its own stayed ``running`` forever, and
-  the next start of the service ended in a traceback;
-- one failed fork killed the fork server, and every later start failed;
-- a fork server started from a folder others can write imported code from it;
-- one damaged record or state file stopped the service from starting;
-- jobs that set no limits could take every process the host has.
+- a root job that makes a cgroup inside its own ends and is stopped, and the
+  service starts again past such a group left behind;
+- one failed fork leaves the fork server serving later starts;
+- a fork server started from a folder others can write imports no code from it;
+- a damaged record or state file makes only its own job lost;
+- jobs that set no limits get the server's defaults, and all jobs together stay
+  within their budget, so they cannot take every process the host has.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Jobs run as transient users of their own by default, and nothing lets them become root.
 
-Each test here failed before transient users and no_new_privs existed: the jobs
-ran as root, so one job could signal another and read its environment, and a
-setuid binary made a job root again.
+Were jobs root, one job could signal another and read its environment, and a setuid
+binary would make a job root again: each test here shows that one of these cannot happen.
 """
 
 from __future__ import annotations

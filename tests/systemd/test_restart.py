@@ -1,4 +1,4 @@
-"""The service under a real systemd: restarting it while a job runs (issue 13, item 7).
+"""The service under a real systemd: restarting it while a job runs.
 
 A service that keeps its jobs' groups inside its own unit group cannot be restarted by
 systemd 252 (Debian 12) while a job runs: the new main process cannot join a group with

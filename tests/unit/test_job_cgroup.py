@@ -143,6 +143,20 @@ def test_wait_empty_times_out(group):
     assert 0.15 <= time.monotonic() - start < 5
 
 
+@pytest.mark.parametrize("name", ["cpu.stat", "memory.events", "cgroup.procs", "cgroup.events"])
+def test_an_interface_file_that_cannot_be_read_is_an_isolation_error(group, name):
+    # A directory in its place: reading it fails with EISDIR, neither "gone" errno.
+    (group.path / name).mkdir()
+    read = {
+        "cpu.stat": group.usage,
+        "memory.events": group.oom_killed,
+        "cgroup.procs": group.pids,
+        "cgroup.events": lambda: group.wait_empty(timeout=1),
+    }[name]
+    with pytest.raises(IsolationError, match=f"cannot read {group.path / name}: Is a directory"):
+        read()
+
+
 # --- create and remove -----------------------------------------------------------
 
 
@@ -185,9 +199,10 @@ def test_create_under_a_missing_parent(tmp_path):
         JobCgroup(tmp_path / "no-jobs-dir" / "job-1").create([])
 
 
-def test_io_limit_refused_by_the_kernel(tmp_path):
-    # In a plain directory io.max does not exist, so the write fails as a refused
-    # io.max write would (the mapping depends on the file, not on the errno).
+def test_a_failed_io_max_write_is_an_invalid_device(tmp_path):
+    # Only the mapping: in a plain directory io.max is missing (ENOENT), and any
+    # failed io.max write maps alike, whatever the errno. The kernel's own refusals
+    # are tests/privileged/test_kernel_refusals.py.
     job = JobCgroup(tmp_path / "job-3")
     with pytest.raises(InvalidDevice, match="8:16") as caught:
         job.create([("io.max", "8:16 wbps=5")])
@@ -195,7 +210,7 @@ def test_io_limit_refused_by_the_kernel(tmp_path):
     assert not job.path.exists()
 
 
-def test_other_setting_refused_by_the_kernel(tmp_path):
+def test_a_failed_write_of_another_setting_is_host_unsupported(tmp_path):
     job = JobCgroup(tmp_path / "job-4")
     with pytest.raises(HostUnsupported, match=r"cannot set cpu\.max"):
         job.create([("cpu.max", "50000 100000")])
@@ -330,6 +345,13 @@ def test_enter_the_jobs_scope(mount):
     fake_group(scope / "supervisor")
     assert scope_host(mount).enter(4242)
     assert (scope / "supervisor/cgroup.procs").read_text() == "4242"
+
+
+def test_a_refused_move_into_the_scope_is_host_unsupported(mount):
+    scope = fake_group(mount / "system.slice/jobworker-jobs.scope")
+    (scope / "supervisor/cgroup.procs").mkdir(parents=True)  # the write fails: EISDIR
+    with pytest.raises(HostUnsupported, match=r"cannot move process 4242 into .*supervisor"):
+        scope_host(mount).enter(4242)
 
 
 def test_enter_a_scope_that_is_gone_creates_nothing(mount):

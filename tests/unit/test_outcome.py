@@ -11,6 +11,7 @@ import pytest
 
 from jobworker.isolation.cgroups import Usage
 from jobworker.isolation.outcome import Outcome, decode_wait_status, utcnow, write_atomically
+from tests import default_signals
 
 STARTED = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 
@@ -30,7 +31,7 @@ def outcome(**changes: object) -> Outcome:
 
 def wait_status(*argv: str) -> int:
     """Run argv to its end and return the raw status waitpid() reported."""
-    pid = os.posix_spawnp(argv[0], list(argv), {"PATH": os.defpath})
+    pid = default_signals.spawn(argv, {"PATH": os.defpath})
     waited, status = os.waitpid(pid, 0)
     assert waited == pid
     return status

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from jobworker.isolation.errors import OutputLogError
 from jobworker.isolation.outputlog import (
     MAGIC,
     MAX_RECORD,
     READ_AHEAD,
     Kind,
-    OutputLogError,
     OutputLogReader,
     OutputLogWriter,
     Record,

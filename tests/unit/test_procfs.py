@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from jobworker.isolation.procfs import open_pidfd, start_ticks
+from tests import default_signals
 
 
 def ticks_since_boot() -> float:
@@ -33,7 +34,9 @@ def open_fds() -> set[str]:
 def child() -> Iterator[subprocess.Popen[bytes]]:
     """A running child process that waits until its stdin closes."""
     proc = subprocess.Popen(
-        ["sh", "-c", "echo ready; read x"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        default_signals.command("sh", "-c", "echo ready; read x"),  # ended by SIGTERM below
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"ready\n"

@@ -158,22 +158,6 @@ def test_stop_requested_makes_a_new_record() -> None:
     assert not after.ended
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("state", JobState.EXITED),
-        ("stopped_by", "mallory"),
-        ("exit_code", 0),
-        ("argv", ("true",)),
-    ],
-)
-def test_records_are_frozen(field: str, value: object) -> None:
-    record = running()
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        setattr(record, field, value)
-    assert record == running()
-
-
 # --- JSON --------------------------------------------------------------------------
 
 FULL_LIMITS = Limits(

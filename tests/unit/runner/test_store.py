@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import gc
+import json
+import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -100,14 +104,14 @@ def test_put_then_get(store: RecordStore) -> None:
     assert store.get("b") is None
 
 
-def test_delete_removes_one_record_durably(db: Path, store: RecordStore) -> None:
+def test_delete_removes_one_record_and_commits(db: Path, store: RecordStore) -> None:
     store.put(record("a"))
     store.put(record("b"))
     store.delete("a")
     store.delete("never-stored")  # a start that failed before its record landed
     assert store.get("a") is None
     assert [r.id for r in store.records()] == ["b"]
-    reopened = RecordStore(db)
+    reopened = RecordStore(db)  # another connection: the delete is committed
     try:
         assert [r.id for r in reopened.records()] == ["b"]
     finally:
@@ -180,6 +184,55 @@ def test_records_survive_close_and_reopen(db: Path) -> None:
         assert second.running() == [jobs[0]]
     finally:
         second.close()
+
+
+KILLED_WRITER = """
+import json, os, signal, sys
+from pathlib import Path
+from jobworker.runner.records import JobRecord
+from jobworker.runner.store import RecordStore
+
+store = RecordStore(Path(sys.argv[1]))
+for operation, argument in json.loads(sys.argv[2]):
+    if operation == "put":
+        store.put(JobRecord.from_json(argument))
+    else:
+        store.delete(argument)
+os.kill(os.getpid(), signal.SIGKILL)  # no close, no atexit, no finalizer
+"""
+
+
+def write_then_be_killed(db: Path, operations: list[tuple[str, str]]) -> None:
+    """Apply puts and deletes in a child process SIGKILLed the moment the last returns."""
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(db), json.dumps(operations)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+
+
+def test_writes_survive_a_process_killed_as_soon_as_they_return(db: Path) -> None:
+    # Durable against the service being killed, which is what a crash test can
+    # cut; a power cut is synchronous=FULL's part and no test here can make one.
+    a, b, c = record("a"), record("b", "bob"), record("c")
+    operations = [
+        ("put", a.to_json()),
+        ("put", b.to_json()),
+        ("put", c.to_json()),
+        ("put", ended(b, exit_code=3).to_json()),
+        ("delete", "a"),
+    ]
+    write_then_be_killed(db, operations)
+    reopened = RecordStore(db)
+    try:
+        assert reopened.get("a") is None
+        assert reopened.get("b") == ended(b, exit_code=3)
+        assert reopened.get("c") == c
+    finally:
+        reopened.close()
 
 
 def test_a_second_store_on_the_same_file_sees_committed_records(db: Path) -> None:
