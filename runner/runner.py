@@ -63,6 +63,7 @@ from jobworker.runner.errors import (
     StorageError,
     StorageFull,
 )
+from jobworker.runner.host import JobPlacement, discover
 from jobworker.runner.inotify import FileWatcher
 from jobworker.runner.job_limits import LimitPolicy
 from jobworker.runner.output import OutputEvent, read_output
@@ -183,6 +184,11 @@ class Runner:
         self._retention = Retention(config.keep_ended_seconds, self._remove)
 
     @property
+    def placement(self) -> JobPlacement:
+        """Where this runner's jobs go, and which limits the kernel enforces on them."""
+        return JobPlacement.of(self._launcher.host)
+
+    @property
     def jobs_dir(self) -> Path:
         """Where each job's run directory lives."""
         return self.config.state_dir / "jobs"
@@ -190,10 +196,7 @@ class Runner:
     @classmethod
     async def open(cls, config: RunnerConfig) -> Runner:
         """Check the host, prepare the state directory, and re-adopt jobs of an earlier run."""
-        try:
-            host = CgroupHost.discover(parent=config.cgroup_parent)
-        except isolation.HostUnsupported as error:
-            raise HostUnsupported(str(error)) from None
+        host = discover(config.cgroup_parent)
         users = await asyncio.to_thread(_prepare_users, config)
         _prepare_state_dir(config.state_dir)
         store = RecordStore(config.state_dir / "jobworker.db")
