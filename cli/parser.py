@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import NoReturn
 
+from jobworker.api.roles import Role
 from jobworker.api.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_USER
 from jobworker.cli import defaults
 from jobworker.cli.errors import UsageError
@@ -386,7 +387,7 @@ def _certs(commands: argparse._SubParsersAction[Parser]) -> None:
         epilog="example: jobworker certs issue --user bob --role writer",
     )
     issue.add_argument("--user", required=True, metavar="NAME", help="the user name")
-    issue.add_argument("--role", required=True, choices=("reader", "writer", "admin"))
+    issue.add_argument("--role", required=True, choices=[role.value for role in Role])
     issue.add_argument("--dir", type=Path, metavar="DIR", help=directory_help)
     issue.add_argument("--ca-dir", type=Path, metavar="DIR", help=ca_directory_help)
     issue.add_argument("--force", action="store_true", help="replace existing files")
