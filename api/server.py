@@ -46,7 +46,6 @@ from jobworker.v1 import jobworker_pb2, jobworker_pb2_grpc
 
 log = logging.getLogger("jobworker.api")
 
-DEFAULT_LISTEN = "localhost:50051"
 SERVICE_NAME = jobworker_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 GRPC_OPTIONS = (
     # gRPC cancels a call that has waited 30 s for the server to take it up, and the
@@ -150,7 +149,8 @@ class ServerConfig:
 
     runner: RunnerConfig
     tls: TlsFiles
-    listen: str = DEFAULT_LISTEN
+    listen: str
+    """HOST:PORT; port 0 picks a free one."""
     shutdown_grace_seconds: float = 5.0
     max_streams: int = DEFAULT_MAX_STREAMS
     """Output streams open at once, of all callers together (see ``streams``)."""

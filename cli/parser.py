@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import NoReturn
 
-from jobworker.api.roles import Role
+from jobworker.api.roles import FIRST_ADMIN, Role
 from jobworker.api.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_USER
 from jobworker.cli import defaults
 from jobworker.cli.errors import UsageError
@@ -168,7 +168,8 @@ def _client_options() -> Parser:
     group = client.add_argument_group(
         "connection",
         f"Flags win over {defaults.SERVER_ENV} and {defaults.TLS_DIR_ENV}. By default the "
-        "client authenticates as admin.crt/admin.key with ca.crt from the TLS directory "
+        f"client authenticates as {defaults.DEFAULT_CLIENT}.crt/{defaults.DEFAULT_CLIENT}.key "
+        "with ca.crt from the TLS directory "
         f"({defaults.SYSTEM_TLS_DIR} for root, ~/.config/jobworker/tls otherwise).",
     )
     group.add_argument(
@@ -362,7 +363,8 @@ def _certs(commands: argparse._SubParsersAction[Parser]) -> None:
         "init",
         help="create ca, server and admin certificates",
         description="Create the CA (ca.crt, ca.key and index.json) in the CA directory, and "
-        "ca.crt, server.crt, server.key, admin.crt and admin.key (the admin client) in the "
+        f"ca.crt, server.crt, server.key, {FIRST_ADMIN}.crt and {FIRST_ADMIN}.key (the admin "
+        "client) in the "
         "TLS directory. Keys are mode 0600, new directories 0700.",
         epilog="example: sudo jobworker certs init --san worker1.example.com",
     )
