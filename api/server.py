@@ -183,11 +183,12 @@ class Server:
         authorities = config.tls.authorities()
         config.tls.refuse_exposed_ca_key(authorities)
         revoked = config.tls.revoked(authorities)
-        if revoked is not None:
-            log.info("revocation list %s; revoked serial numbers: %d", config.tls.crl, len(revoked))
         interceptor = AuthInterceptor(revoked or frozenset())
         revocation = _Revocation(config.tls, authorities, interceptor, loaded=revoked is not None)
         runner = await Runner.open(config.runner)
+        # Only now: a server that refuses to start says so in one line, and nothing before it.
+        if revoked is not None:
+            log.info("revocation list %s; revoked serial numbers: %d", config.tls.crl, len(revoked))
         server = aio.server(interceptors=[interceptor], options=GRPC_OPTIONS)
         streams = StreamSlots(config.max_streams, config.max_streams_per_user)
         jobworker_pb2_grpc.add_JobServiceServicer_to_server(JobService(runner, streams), server)
