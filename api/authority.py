@@ -24,7 +24,7 @@ directory can live on another machine: the server needs only the TLS directory.
   cannot mint further certificates.
 - The server's certificate allows server authentication only, and clients' only client
   authentication: a stolen server key cannot log in as a client, nor a client key
-  impersonate the server. ``certs.read_identity`` enforces the client side again itself,
+  impersonate the server. ``identity.read_identity`` enforces the client side again itself,
   because it must not depend on how the TLS stack was configured.
 - Every certificate starts 5 minutes in the past, so a peer whose clock is a little
   behind does not reject a certificate that was just issued.
@@ -51,28 +51,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from jobworker.api.certfiles import locked, make_private_directory, refuse_existing, write_files
 from jobworker.api.certindex import INDEX_NAME, IssuedCertificate, index_json, read_index
-from jobworker.api.certs import (
-    ROLE_URI_PREFIX,
-    CertificateError,
-    InvalidName,
-    Role,
-    UnknownCertificate,
-    check_user,
-    parse_serial,
-    serial_text,
-)
+from jobworker.api.certs import CertificateError, InvalidName, UnknownCertificate
+from jobworker.api.identity import ROLE_URI_PREFIX, check_user, parse_serial, serial_text
 from jobworker.api.revocation import (
     CRL_NAME,
     read_revocation_list,
     revoked_serials,
     sign_revocation_list,
 )
+from jobworker.api.roles import FIRST_ADMIN, Role
 
 __all__ = ["Revocation", "init_authority", "issue_client", "revoke"]
 
 _CA_NAME = "jobworker CA"
 _SERVER_NAME = "jobworker server"
-_ADMIN_USER = "admin"
 # issue_client writes <user>.crt: these users would overwrite the authority's own files.
 _RESERVED_USERS = frozenset({"ca", "server"})
 
@@ -107,7 +99,7 @@ def init_authority(
     paths = [ca_dir / "ca.crt", ca_dir / "ca.key", ca_dir / INDEX_NAME, tls_dir / "ca.crt"]
     paths += [
         tls_dir / f"{name}{suffix}"
-        for name in ("server", _ADMIN_USER)
+        for name in ("server", FIRST_ADMIN)
         for suffix in (".crt", ".key")
     ]
     stale = [ca_dir / CRL_NAME, tls_dir / CRL_NAME]
@@ -132,7 +124,7 @@ def init_authority(
         ca,
         admin_key,
         now,
-        subject=_ADMIN_USER,
+        subject=FIRST_ADMIN,
         alternative_names=[_role_name(Role.ADMIN)],
         usage=ExtendedKeyUsageOID.CLIENT_AUTH,
     )

@@ -13,17 +13,13 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from jobworker.isolation.cgroups import Usage
-from jobworker.isolation.limits import IOLimit, Limits
-from jobworker.isolation.namespaces import Namespaces
-from jobworker.isolation.outputlog import Stream
+from jobworker.runner import defaults
 from jobworker.runner.errors import InvalidRequest
-from jobworker.runner.output import OutputCapped, OutputEvent, OutputTruncated
-from jobworker.runner.records import JobRecord, JobState
+from jobworker.runner.output import OutputCapped, OutputEvent, OutputTruncated, Stream
+from jobworker.runner.records import IOLimit, JobRecord, JobState, Limits, Namespaces, Usage
 from jobworker.runner.runner import StartRequest
 from jobworker.v1 import jobworker_pb2 as pb
 
-DEFAULT_GRACE_SECONDS = 10.0
 MAX_GRACE_SECONDS = 3600.0
 
 _STATES = {
@@ -60,7 +56,7 @@ def start_request(request: pb.StartJobRequest, *, by_admin: bool) -> StartReques
 def grace_seconds(request: pb.StopJobRequest) -> float:
     """The grace period of a StopJob call, defaulted and bounded."""
     if not request.HasField("grace_period"):
-        return DEFAULT_GRACE_SECONDS
+        return defaults.STOP_GRACE_SECONDS
     seconds = request.grace_period.ToTimedelta().total_seconds()
     if not 0 <= seconds <= MAX_GRACE_SECONDS:
         raise InvalidRequest("grace_period", f"{seconds:g}s is outside 0s..{MAX_GRACE_SECONDS:g}s")

@@ -25,7 +25,8 @@ from typing import Any, NoReturn
 import grpc
 from grpc import aio
 
-from jobworker.api.certs import CertificateError, Identity, read_identity, serial_text
+from jobworker.api.certs import CertificateError
+from jobworker.api.identity import Identity, read_identity, serial_text
 from jobworker.api.policy import Caller
 from jobworker.api.status import status_for
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from jobworker.api.certs import Role
+from jobworker.api.roles import Role
 
 
 class Permission(enum.Enum):

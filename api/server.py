@@ -46,7 +46,6 @@ from jobworker.v1 import jobworker_pb2, jobworker_pb2_grpc
 
 log = logging.getLogger("jobworker.api")
 
-DEFAULT_LISTEN = "localhost:50051"
 SERVICE_NAME = jobworker_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 GRPC_OPTIONS = (
     # gRPC cancels a call that has waited 30 s for the server to take it up, and the
@@ -150,7 +149,8 @@ class ServerConfig:
 
     runner: RunnerConfig
     tls: TlsFiles
-    listen: str = DEFAULT_LISTEN
+    listen: str
+    """HOST:PORT; port 0 picks a free one."""
     shutdown_grace_seconds: float = 5.0
     max_streams: int = DEFAULT_MAX_STREAMS
     """Output streams open at once, of all callers together (see ``streams``)."""
@@ -183,11 +183,12 @@ class Server:
         authorities = config.tls.authorities()
         config.tls.refuse_exposed_ca_key(authorities)
         revoked = config.tls.revoked(authorities)
-        if revoked is not None:
-            log.info("revocation list %s; revoked serial numbers: %d", config.tls.crl, len(revoked))
         interceptor = AuthInterceptor(revoked or frozenset())
         revocation = _Revocation(config.tls, authorities, interceptor, loaded=revoked is not None)
         runner = await Runner.open(config.runner)
+        # Only now: a server that refuses to start says so in one line, and nothing before it.
+        if revoked is not None:
+            log.info("revocation list %s; revoked serial numbers: %d", config.tls.crl, len(revoked))
         server = aio.server(interceptors=[interceptor], options=GRPC_OPTIONS)
         streams = StreamSlots(config.max_streams, config.max_streams_per_user)
         jobworker_pb2_grpc.add_JobServiceServicer_to_server(JobService(runner, streams), server)

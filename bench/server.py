@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from jobworker.api.server import Server, ServerConfig, TlsFiles, serve
+from jobworker.runner import defaults
 from jobworker.runner.runner import RunnerConfig
 
 
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--ready-file", type=Path, required=True)
     parser.add_argument("--cgroup-parent", default="/jobworker-bench")
     parser.add_argument("--home-root", type=Path, required=True, help="transient users' homes")
-    parser.add_argument("--max-running-jobs", type=int, default=1000)
+    parser.add_argument("--max-running-jobs", type=int, default=defaults.MAX_RUNNING_JOBS)
     parser.add_argument("--output-cap", type=int, default=0, help="bytes per job; 0: no cap")
     args = parser.parse_args()
     config = ServerConfig(

@@ -11,7 +11,8 @@ import argparse
 import sys
 
 from jobworker.api.authority import init_authority, issue_client, revoke
-from jobworker.api.certs import CertificateError, InvalidName, Role
+from jobworker.api.certs import CertificateError, InvalidName
+from jobworker.api.roles import Role
 from jobworker.cli import defaults
 from jobworker.cli.errors import CliError, UsageError
 

@@ -1,20 +1,23 @@
-"""``jobworker check-host``: can this host isolate and limit jobs? Changes nothing."""
+"""``jobworker check-host``: can this host isolate and limit jobs? Changes nothing.
+
+It asks the runner, which answers from the same discovery it runs when the server starts.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from jobworker.cli.errors import CliError
-from jobworker.isolation.cgroups import CgroupHost
-from jobworker.isolation.errors import HostUnsupported
+from jobworker.runner import host
+from jobworker.runner.errors import HostUnsupported
 
 
 def check_host(args: argparse.Namespace) -> int:
     """Print where jobs would go, or why they cannot."""
     try:
-        host = CgroupHost.discover(parent=args.cgroup_parent)
+        jobs = host.check_host(args.cgroup_parent)
     except HostUnsupported as error:
         raise CliError(f"this host cannot run jobs: {error}") from None
-    scope = f" (systemd scope {host.scope.unit}, made by the server)" if host.scope else ""
-    print(f"cgroup v2 at {host.mount}; jobs would go under {host.base}/jobs{scope}")
+    scope = f" (systemd scope {jobs.scope}, made by the server)" if jobs.scope else ""
+    print(f"cgroup v2 at {jobs.cgroup_mount}; jobs would go under {jobs.jobs_cgroup}{scope}")
     return 0

@@ -22,6 +22,7 @@ from jobworker.cli.connection import Connection, translate
 from jobworker.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED
 from jobworker.cli.request import start_request
 from jobworker.cli.streaming import copy_output
+from jobworker.runner import defaults as runner_defaults
 from jobworker.v1 import jobworker_pb2 as pb
 from jobworker.v1 import jobworker_pb2_grpc as pb_grpc
 
@@ -110,7 +111,8 @@ def stop(args: argparse.Namespace) -> int:
     if args.grace is not None:
         request.grace_period.FromNanoseconds(round(args.grace * 1e9))
     with session(args) as stub:
-        job = stub.StopJob(request, timeout=CALL_TIMEOUT + (args.grace or 10.0))
+        grace = runner_defaults.STOP_GRACE_SECONDS if args.grace is None else args.grace
+        job = stub.StopJob(request, timeout=CALL_TIMEOUT + grace)
     print(f"{job.id}: {render.ending(job)}")
     return 0
 

@@ -17,6 +17,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from jobworker.api.roles import FIRST_ADMIN
+
 SERVER_ENV = "JOBWORKER_SERVER"
 TLS_DIR_ENV = "JOBWORKER_TLS_DIR"
 CA_DIR_ENV = "JOBWORKER_CA_DIR"
@@ -26,7 +28,7 @@ DEFAULT_SERVER = "localhost:50051"
 DEFAULT_STATE_DIR = Path("/var/lib/jobworker")
 SYSTEM_TLS_DIR = Path("/etc/jobworker/tls")
 SYSTEM_CA_DIR = Path("/etc/jobworker/ca")
-DEFAULT_CLIENT = "admin"
+DEFAULT_CLIENT = FIRST_ADMIN
 """The client certificate used unless --cert says otherwise: the one ``certs init`` makes."""
 
 

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import NoReturn
 
+from jobworker.api.roles import FIRST_ADMIN, Role
 from jobworker.api.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_USER
 from jobworker.cli import defaults
 from jobworker.cli.errors import UsageError
@@ -23,6 +24,7 @@ from jobworker.cli.jobspec import (
     parse_namespace_list,
 )
 from jobworker.cli.units import (
+    duration_argument,
     parse_cores,
     parse_count,
     parse_duration,
@@ -30,7 +32,9 @@ from jobworker.cli.units import (
     parse_id_range,
     parse_size,
     parse_size_or_none,
+    size_argument,
 )
+from jobworker.runner import defaults as runner_defaults
 
 _CLIENT = "jobworker.cli.client"
 
@@ -97,7 +101,8 @@ def build() -> Parser:
         "--grace",
         type=parse_duration,
         metavar="DURATION",
-        help="time between SIGTERM and SIGKILL, e.g. 500ms, 5s (server default: 10s)",
+        help="time between SIGTERM and SIGKILL, e.g. 500ms, 5s (server default: "
+        f"{duration_argument(runner_defaults.STOP_GRACE_SECONDS)})",
     )
 
     rm = _command(
@@ -163,7 +168,8 @@ def _client_options() -> Parser:
     group = client.add_argument_group(
         "connection",
         f"Flags win over {defaults.SERVER_ENV} and {defaults.TLS_DIR_ENV}. By default the "
-        "client authenticates as admin.crt/admin.key with ca.crt from the TLS directory "
+        f"client authenticates as {defaults.DEFAULT_CLIENT}.crt/{defaults.DEFAULT_CLIENT}.key "
+        "with ca.crt from the TLS directory "
         f"({defaults.SYSTEM_TLS_DIR} for root, ~/.config/jobworker/tls otherwise).",
     )
     group.add_argument(
@@ -226,26 +232,27 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
     server.add_argument(
         "--max-jobs",
         type=parse_count,
-        default=1000,
+        default=runner_defaults.MAX_RUNNING_JOBS,
         metavar="N",
-        help="most jobs running at once (default: 1000)",
+        help="most jobs running at once (default: %(default)s)",
     )
     server.add_argument(
         "--keep-ended",
         type=parse_duration_or_forever,
-        default="7d",  # the runner's default too; a string, so that --help shows it as typed
+        default=runner_defaults.KEEP_ENDED_SECONDS,
         metavar="DURATION",
         help="how long an ended job's status and output are kept before they are removed, "
-        "e.g. 12h, 7d, 0, or forever (default: %(default)s)",
+        f"e.g. 12h, 7d, 0, or forever (default: "
+        f"{duration_argument(runner_defaults.KEEP_ENDED_SECONDS)})",
     )
     output = server.add_argument_group("output and disk space")
     output.add_argument(
         "--output-cap",
         type=parse_size_or_none,
-        default="1G",  # the runner's default too; a string, so that --help shows it as typed
+        default=runner_defaults.OUTPUT_CAP_BYTES,
         metavar="SIZE",
         help="output kept per job; the rest is dropped and readers are told (default: "
-        "%(default)s; none for no cap)",
+        f"{size_argument(runner_defaults.OUTPUT_CAP_BYTES)}; none for no cap)",
     )
     output.add_argument(
         "--output-quota",
@@ -257,9 +264,10 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
     output.add_argument(
         "--min-free-space",
         type=parse_size,
-        default="64M",  # the runner's default too
+        default=runner_defaults.MIN_FREE_BYTES,
         metavar="SIZE",
-        help="refuse new jobs while less is free under the state directory (default: %(default)s)",
+        help="refuse new jobs while less is free under the state directory (default: "
+        f"{size_argument(runner_defaults.MIN_FREE_BYTES)})",
     )
     server.add_argument(
         "--max-streams",
@@ -278,9 +286,10 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
     limits = server.add_argument_group(
         "limits of jobs",
         "A job that asks for no limit of a kind gets the default, or else the maximum; asking "
-        "for more than the maximum is refused. Without --default-pids a job gets 15%% of the "
-        "kernel's task limit. All jobs together get the machine's memory and tasks less a "
-        "reserve for the service, unless --jobs-memory and --jobs-pids say otherwise.",
+        "for more than the maximum is refused. Without --default-pids a job gets "
+        f"{runner_defaults.JOB_TASKS_PERCENT}% of the kernel's task limit. All jobs together "
+        "get the machine's memory and tasks less a reserve for the service, unless "
+        "--jobs-memory and --jobs-pids say otherwise.",
     )
     for kind, parse, value, example in (
         ("cpu", parse_cores, "CORES", "0.5"),
@@ -314,12 +323,13 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
         help="an account non-admins may also run jobs as (repeatable); with its groups "
         "exactly: allowing nobody does not allow nobody:disk",
     )
+    first_id, last_id = runner_defaults.TRANSIENT_IDS
     users.add_argument(
         "--transient-ids",
         type=parse_id_range,
         metavar="FIRST-LAST",
         help="uids (and gids) for transient users, which no account may use (default: "
-        "65,536 ids from 1879048192, in a range systemd leaves unused)",
+        f"{last_id - first_id + 1:,} ids from {first_id}, in a range systemd leaves unused)",
     )
     users.add_argument(
         "--home-root",
@@ -353,7 +363,8 @@ def _certs(commands: argparse._SubParsersAction[Parser]) -> None:
         "init",
         help="create ca, server and admin certificates",
         description="Create the CA (ca.crt, ca.key and index.json) in the CA directory, and "
-        "ca.crt, server.crt, server.key, admin.crt and admin.key (the admin client) in the "
+        f"ca.crt, server.crt, server.key, {FIRST_ADMIN}.crt and {FIRST_ADMIN}.key (the admin "
+        "client) in the "
         "TLS directory. Keys are mode 0600, new directories 0700.",
         epilog="example: sudo jobworker certs init --san worker1.example.com",
     )
@@ -378,7 +389,7 @@ def _certs(commands: argparse._SubParsersAction[Parser]) -> None:
         epilog="example: jobworker certs issue --user bob --role writer",
     )
     issue.add_argument("--user", required=True, metavar="NAME", help="the user name")
-    issue.add_argument("--role", required=True, choices=("reader", "writer", "admin"))
+    issue.add_argument("--role", required=True, choices=[role.value for role in Role])
     issue.add_argument("--dir", type=Path, metavar="DIR", help=directory_help)
     issue.add_argument("--ca-dir", type=Path, metavar="DIR", help=ca_directory_help)
     issue.add_argument("--force", action="store_true", help="replace existing files")

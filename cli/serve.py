@@ -21,20 +21,14 @@ from jobworker.api.server import CaKeyExposed, Server, ServerConfig, ServerConfi
 from jobworker.api.server import serve as run_server
 from jobworker.cli import defaults
 from jobworker.cli.errors import CliError, UsageError
-from jobworker.isolation.cgroups import REQUIRED_CONTROLLERS, CgroupHost
-from jobworker.isolation.errors import HostUnsupported
-from jobworker.isolation.limits import Limits
-from jobworker.runner.errors import RunnerError
+from jobworker.runner.errors import HostUnsupported, RunnerError
+from jobworker.runner.records import Limits
 from jobworker.runner.runner import RunnerConfig
 
 
 def serve(args: argparse.Namespace) -> int:
     """Start the server with the options of ``jobworker server``; return at shutdown."""
     tls = tls_files(args)
-    try:
-        host = CgroupHost.discover(parent=args.cgroup_parent)
-    except HostUnsupported as error:
-        raise CliError(f"this host cannot run jobs: {error}") from None
     # Options left out keep the runner's own defaults, written there once.
     given = {"transient_ids": args.transient_ids, "home_root": args.home_root}
     config = ServerConfig(
@@ -66,14 +60,14 @@ def serve(args: argparse.Namespace) -> int:
         },
     )
 
-    scope = f" (systemd scope {host.scope.unit})" if host.scope else ""
-
     def ready(server: Server) -> None:
         address = args.listen.rsplit(":", 1)[0]
+        jobs = server.runner.placement
+        scope = f" (systemd scope {jobs.scope})" if jobs.scope else ""
         print(
             f"jobworker server listening on {address}:{server.port} (mutual TLS, CA {tls.ca}); "
-            f"limits enforced: {', '.join(REQUIRED_CONTROLLERS)}; "
-            f"jobs in cgroup {host.base}/jobs{scope}; state in {args.state_dir}",
+            f"limits enforced: {', '.join(jobs.controllers)}; "
+            f"jobs in cgroup {jobs.jobs_cgroup}{scope}; state in {args.state_dir}",
             flush=True,
         )
 
@@ -86,6 +80,8 @@ def serve(args: argparse.Namespace) -> int:
         asyncio.run(run_server(config, ready))
     except CaKeyExposed as error:
         raise CliError(f"the server cannot start: {error.problem}; {_move(error, tls)}") from None
+    except HostUnsupported as error:
+        raise CliError(f"this host cannot run jobs: {error}") from None
     except (ServerConfigError, RunnerError) as error:
         raise CliError(f"the server cannot start: {error}") from None
     return 0

@@ -8,7 +8,8 @@ seconds): ``500ms``, ``5s``, ``1.5m``, ``7d``.
 
 Each parser raises ``argparse.ArgumentTypeError`` with a message that shows a
 valid example, so argparse reports it as a usage error naming the option.
-Decimal arithmetic keeps ``1.5G`` exact.
+Decimal arithmetic keeps ``1.5G`` exact. ``size_argument`` and ``duration_argument``
+write a value back as one would type it, for ``--help`` to show defaults defined elsewhere.
 """
 
 from __future__ import annotations
@@ -107,3 +108,21 @@ def parse_id_range(text: str) -> tuple[int, int]:
             f"{text!r}: ids go from 1 to {2**32 - 2}, and FIRST may not exceed LAST"
         )
     return int(first), int(last)
+
+
+def size_argument(size: int) -> str:
+    """``size`` as one would type it, in the largest whole unit: ``64M``, ``1G``."""
+    for unit, power in (("T", 4), ("G", 3), ("M", 2), ("K", 1)):
+        if size and size % 1024**power == 0:
+            return f"{size // 1024**power}{unit}"
+    return str(size)
+
+
+def duration_argument(seconds: float) -> str:
+    """``seconds`` as one would type it, in the largest whole unit: ``7d``, ``500ms``."""
+    exact = Decimal(str(seconds))
+    for unit in ("d", "h", "m", "s", "ms"):
+        count = exact / _DURATION_UNITS[unit]
+        if exact and count == count.to_integral_value():
+            return f"{int(count)}{unit}"
+    return f"{exact.normalize():f}s"

@@ -25,6 +25,17 @@ from pathlib import Path
 from jobworker.isolation.outputlog import MAX_RECORD, Kind, OutputLogReader, Stream
 from jobworker.runner.inotify import FileWatcher
 
+# ``Stream`` is the isolation layer's; it is exported here with the events that carry it,
+# so that the runner's callers need not reach past it.
+__all__ = [
+    "OutputCapped",
+    "OutputChunk",
+    "OutputEvent",
+    "OutputTruncated",
+    "Stream",
+    "read_output",
+]
+
 
 @dataclass(frozen=True)
 class OutputChunk:

@@ -24,6 +24,10 @@ from jobworker.isolation.limits import IOLimit, Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome
 
+# The value types of a record's fields are the isolation layer's; they are exported here,
+# with the record, so that the runner's callers need not reach past it.
+__all__ = ["IOLimit", "JobRecord", "JobState", "Limits", "Namespaces", "Usage"]
+
 
 class JobState(enum.Enum):
     """See the module documentation."""

@@ -19,8 +19,6 @@ from jobworker.runner.records import JobRecord
 
 log = logging.getLogger("jobworker.runner")
 
-DEFAULT_KEEP_ENDED_SECONDS = 7 * 24 * 3600.0
-
 
 class Retention:
     """Removes each ended job once it has been kept for ``keep_seconds`` (None: forever)."""

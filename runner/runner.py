@@ -48,6 +48,7 @@ from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome, utcnow
 from jobworker.isolation.shim import OUTPUT_LOG
 from jobworker.isolation.spec import JobSpec
+from jobworker.runner import defaults
 from jobworker.runner.errors import (
     CapacityExhausted,
     HostUnsupported,
@@ -62,21 +63,19 @@ from jobworker.runner.errors import (
     StorageError,
     StorageFull,
 )
+from jobworker.runner.host import JobPlacement, discover
 from jobworker.runner.inotify import FileWatcher
 from jobworker.runner.job_limits import LimitPolicy
 from jobworker.runner.output import OutputEvent, read_output
 from jobworker.runner.quota import OutputQuota
 from jobworker.runner.records import JobRecord, JobState
-from jobworker.runner.retention import DEFAULT_KEEP_ENDED_SECONDS, Retention
+from jobworker.runner.retention import Retention
 from jobworker.runner.store import RecordStore
-from jobworker.runner.users import DEFAULT_TRANSIENT_IDS, IdRange, TransientUsers, UserPolicy
+from jobworker.runner.users import IdRange, TransientUsers, UserPolicy
 
 log = logging.getLogger("jobworker.runner")
 T = TypeVar("T")
 
-DEFAULT_OUTPUT_CAP = 1 << 30
-DEFAULT_MIN_FREE_BYTES = 64 << 20
-DEFAULT_MAX_RUNNING_JOBS = 1000
 SHUTDOWN_STOPPER = "jobworker (shutdown)"
 _SAVE_RETRY_SECONDS = 1.0
 _SAVE_RETRY_MAX_SECONDS = 30.0
@@ -88,29 +87,29 @@ class RunnerConfig:
 
     state_dir: Path
     cgroup_parent: str | None = None
-    output_cap_bytes: int | None = DEFAULT_OUTPUT_CAP
+    output_cap_bytes: int | None = defaults.OUTPUT_CAP_BYTES
     """Per job; output past it is dropped and the stream says so. None means no cap."""
     output_quota_bytes: int | None = None
     """Output of all jobs together, ended ones included (see ``quota``); None: no quota."""
-    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    min_free_bytes: int = defaults.MIN_FREE_BYTES
     """New jobs are refused while less is free under the state directory: records and the
     output of running jobs need the rest."""
-    max_running_jobs: int = DEFAULT_MAX_RUNNING_JOBS
+    max_running_jobs: int = defaults.MAX_RUNNING_JOBS
     stop_jobs_on_close: bool = False
     """Default False: jobs outlive a clean shutdown and are re-adopted at the next start."""
-    shutdown_grace_seconds: float = 10.0
-    keep_ended_seconds: float | None = DEFAULT_KEEP_ENDED_SECONDS
+    shutdown_grace_seconds: float = defaults.STOP_GRACE_SECONDS
+    keep_ended_seconds: float | None = defaults.KEEP_ENDED_SECONDS
     """How long an ended job's record and output are kept (None: until removed by hand)."""
     default_user: str | None = None
     """Who a job runs as when its request names nobody: USER or USER:GROUP, or None for a
     transient user of its own (see ``users``). Resolved once, when the runner opens."""
     allowed_users: tuple[str, ...] = ()
     """Accounts (USER or USER:GROUP) that non-admins may name besides the default user."""
-    transient_ids: tuple[int, int] = DEFAULT_TRANSIENT_IDS
+    transient_ids: tuple[int, int] = defaults.TRANSIENT_IDS
     """First and last uid (and gid) of transient users; checked to be free at open."""
     default_limits: Limits = field(default_factory=Limits)
     """Limits of a job that sets none of its own, field by field. Without a default pids
-    limit a job gets 15% of the kernel's task limit (systemd's DefaultTasksMax)."""
+    limit a job gets a share of the kernel's task limit (``defaults.JOB_TASKS_PERCENT``)."""
     max_limits: Limits = field(default_factory=Limits)
     """Limits no job may exceed; a job that asks for nothing gets the maximum if no default."""
     jobs_memory_bytes: int | None = None
@@ -185,6 +184,11 @@ class Runner:
         self._retention = Retention(config.keep_ended_seconds, self._remove)
 
     @property
+    def placement(self) -> JobPlacement:
+        """Where this runner's jobs go, and which limits the kernel enforces on them."""
+        return JobPlacement.of(self._launcher.host)
+
+    @property
     def jobs_dir(self) -> Path:
         """Where each job's run directory lives."""
         return self.config.state_dir / "jobs"
@@ -192,10 +196,7 @@ class Runner:
     @classmethod
     async def open(cls, config: RunnerConfig) -> Runner:
         """Check the host, prepare the state directory, and re-adopt jobs of an earlier run."""
-        try:
-            host = CgroupHost.discover(parent=config.cgroup_parent)
-        except isolation.HostUnsupported as error:
-            raise HostUnsupported(str(error)) from None
+        host = discover(config.cgroup_parent)
         users = await asyncio.to_thread(_prepare_users, config)
         _prepare_state_dir(config.state_dir)
         store = RecordStore(config.state_dir / "jobworker.db")
@@ -642,10 +643,10 @@ def _limit_jobs(config: RunnerConfig, host: CgroupHost) -> LimitPolicy:
         memory_bytes=config.jobs_memory_bytes or capacity.jobs_memory_bytes,
         pids=config.jobs_pids or capacity.jobs_tasks,
     )
-    defaults = config.default_limits
-    if defaults.pids is None:
-        defaults = replace(defaults, pids=capacity.default_job_tasks)
-    return LimitPolicy(defaults, config.max_limits)
+    default_limits = config.default_limits
+    if default_limits.pids is None:
+        default_limits = replace(default_limits, pids=capacity.default_job_tasks)
+    return LimitPolicy(default_limits, config.max_limits)
 
 
 def _prepare_users(config: RunnerConfig) -> UserPolicy:

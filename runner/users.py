@@ -38,9 +38,6 @@ from jobworker.isolation import errors as isolation
 from jobworker.isolation.credentials import Credentials
 from jobworker.runner.errors import CapacityExhausted, InvalidConfiguration, UserNotAllowed
 
-DEFAULT_TRANSIENT_IDS = (0x70000000, 0x7000FFFF)
-"""First and last uid (and gid) of transient users; see the module documentation."""
-
 _SUBORDINATE_ID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 
 

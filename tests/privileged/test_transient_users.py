@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from jobworker.isolation.namespaces import Namespaces
+from jobworker.runner.defaults import TRANSIENT_IDS
 from jobworker.runner.errors import CapacityExhausted, InvalidConfiguration
 from jobworker.runner.records import JobState
 from jobworker.runner.runner import Runner, RunnerConfig
-from jobworker.runner.users import DEFAULT_TRANSIENT_IDS
 from tests.privileged.helpers import run
 from tests.privileged.runner_helpers import (
     collect,
@@ -33,7 +33,7 @@ from tests.privileged.runner_helpers import (
 
 pytestmark = pytest.mark.privileged
 
-FIRST, LAST = DEFAULT_TRANSIENT_IDS
+FIRST, LAST = TRANSIENT_IDS
 NO_PID_NAMESPACE = Namespaces(pid=False)
 
 

@@ -32,15 +32,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from jobworker.api.authority import init_authority, issue_client
 from jobworker.api.certfiles import write_files
 from jobworker.api.certindex import IssuedCertificate, read_index
-from jobworker.api.certs import (
-    ROLE_URI_PREFIX,
-    CertificateError,
-    CertificateFileExists,
-    Identity,
-    InvalidName,
-    Role,
-    read_identity,
-)
+from jobworker.api.certs import CertificateError, CertificateFileExists, InvalidName
+from jobworker.api.identity import ROLE_URI_PREFIX, Identity, read_identity
+from jobworker.api.roles import Role
 
 CA_FILES = ["ca.crt", "ca.key", "index.json"]
 TLS_FILES = ["ca.crt", "server.crt", "server.key", "admin.crt", "admin.key"]

@@ -13,6 +13,7 @@ from jobworker.isolation.cgroups import Usage
 from jobworker.isolation.limits import IOLimit, Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outputlog import Stream
+from jobworker.runner import defaults
 from jobworker.runner.errors import InvalidRequest
 from jobworker.runner.output import OutputCapped, OutputChunk
 from jobworker.runner.records import JobRecord, JobState
@@ -73,7 +74,7 @@ def test_namespaces_default_to_on_and_unknown_ones_are_refused() -> None:
 @pytest.mark.parametrize(
     ("grace", "seconds"),
     [
-        (None, convert.DEFAULT_GRACE_SECONDS),
+        (None, defaults.STOP_GRACE_SECONDS),
         (Duration(seconds=0), 0.0),
         (Duration(nanos=500_000_000), 0.5),
     ],

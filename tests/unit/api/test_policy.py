@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobworker.api.certs import Role
 from jobworker.api.policy import METHOD_PERMISSIONS, Caller
+from jobworker.api.roles import Role
 from jobworker.v1 import jobworker_pb2
 
 SERVICE = jobworker_pb2.DESCRIPTOR.services_by_name["JobService"]

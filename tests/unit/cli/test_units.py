@@ -7,11 +7,13 @@ import argparse
 import pytest
 
 from jobworker.cli.units import (
+    duration_argument,
     parse_cores,
     parse_count,
     parse_duration,
     parse_duration_or_forever,
     parse_size,
+    size_argument,
 )
 
 
@@ -86,3 +88,20 @@ def test_cores_and_counts():
     for bad in ("0", "-1", "1.5", "²", ""):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_count(bad)
+
+
+@pytest.mark.parametrize("size", [1 << 30, 64 << 20, 3 << 40, 1536, 1000, 1])
+def test_a_size_is_written_as_it_is_typed(size: int) -> None:
+    text = size_argument(size)
+    assert parse_size(text) == size
+    assert len(text) <= len(str(size))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(7 * 86400.0, "7d"), (10.0, "10s"), (90.0, "90s"), (3600.0, "1h"), (0.5, "500ms"),
+     (0.0, "0s"), (1.2345, "1.2345s")],
+)  # fmt: skip
+def test_a_duration_is_written_as_it_is_typed(seconds: float, text: str) -> None:
+    assert duration_argument(seconds) == text
+    assert parse_duration(text) == seconds

@@ -14,8 +14,9 @@ import pytest
 
 from jobworker.isolation.credentials import Credentials
 from jobworker.isolation.errors import InvalidSpec
+from jobworker.runner.defaults import TRANSIENT_IDS
 from jobworker.runner.errors import CapacityExhausted, InvalidConfiguration, UserNotAllowed
-from jobworker.runner.users import DEFAULT_TRANSIENT_IDS, IdRange, TransientUsers, UserPolicy
+from jobworker.runner.users import IdRange, TransientUsers, UserPolicy
 
 TRANSIENT = UserPolicy.resolve(None, ())
 NOBODY = Credentials.resolve("nobody")
@@ -115,7 +116,7 @@ def test_ids_kept_across_a_restart_are_skipped_and_handing_out_continues(tmp_pat
 
 
 def test_the_default_transient_range_is_free_on_this_host():
-    IdRange(*DEFAULT_TRANSIENT_IDS).check_unused()
+    IdRange(*TRANSIENT_IDS).check_unused()
 
 
 def test_a_range_that_an_account_uses_is_refused():
