@@ -2,5 +2,6 @@
 
 No gRPC here; ``api`` wraps it. The public modules are ``runner`` (``Runner``,
 ``RunnerConfig``, ``StartRequest``), ``records`` (``JobRecord``, ``JobState``),
-``output`` (what a stream of a job's output yields) and ``errors``.
+``output`` (what a stream of a job's output yields), ``pages`` (``JobPage``, a page of
+a job listing) and ``errors``.
 """

@@ -135,7 +135,7 @@ def test_start_errors_leave_no_record_and_no_files(config: RunnerConfig) -> None
             await runner.get(str(uuid.uuid4()))
         with pytest.raises(JobNotFound):
             await runner.stream(str(uuid.uuid4()))
-        assert await runner.list_jobs() == []
+        assert (await runner.list_jobs(page_size=10)).records == ()
         assert list(runner.jobs_dir.iterdir()) == []
 
     with_runner(config, body)
@@ -161,9 +161,11 @@ def test_list_filters_by_owner(config: RunnerConfig) -> None:
         theirs = await runner.start(sh("true"), owner="bob")
         for job in [*mine, theirs]:
             await until_ended(runner, job.id)
-        assert [r.id for r in await runner.list_jobs("alice")] == [r.id for r in mine]
-        assert [r.id for r in await runner.list_jobs("bob")] == [theirs.id]
-        assert len(await runner.list_jobs()) == 3
+        assert [r.id for r in (await runner.list_jobs("alice", page_size=10)).records] == [
+            r.id for r in mine
+        ]
+        assert [r.id for r in (await runner.list_jobs("bob", page_size=10)).records] == [theirs.id]
+        assert len((await runner.list_jobs(page_size=10)).records) == 3
 
     with_runner(config, body)
 
@@ -349,7 +351,7 @@ def test_ended_jobs_are_kept_for_the_configured_time_then_removed(config: Runner
         third = await Runner.open(replace(config, keep_ended_seconds=0))
         try:
             assert await removed(third, old.id)
-            assert old.id not in [r.id for r in await third.list_jobs()]
+            assert old.id not in [r.id for r in (await third.list_jobs(page_size=10)).records]
             # A job that ends while the service runs goes when its time is up.
             new = await third.start(sh("echo new"), owner="alice")
             await until_ended(third, new.id)
@@ -530,7 +532,7 @@ def test_many_jobs_and_a_hundred_readers_in_one_process(config: RunnerConfig) ->
         # A thousand jobs later, nothing is left behind.
         assert len(os.listdir("/proc/self/fd")) == fds_before
         assert count_zombies() == zombies_before
-        return rss, threads, len(await runner.list_jobs())
+        return rss, threads, len((await runner.list_jobs(page_size=count)).records)
 
     rss, threads, listed = with_runner(replace(config, max_running_jobs=count), body)
     print(f"\nservice RSS with {count} running jobs: {rss / 1024:.1f} MiB; threads: {threads}")
