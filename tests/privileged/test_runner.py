@@ -324,6 +324,44 @@ def test_a_clean_restart_re_adopts_running_jobs(config: RunnerConfig) -> None:
     run(scenario())
 
 
+def test_a_start_does_not_wait_for_a_removal_to_delete_files(config: RunnerConfig) -> None:
+    """Record writes go through one database thread: deleting a removed job's files, up to
+    an output cap's worth, happens elsewhere, or every start would wait behind it."""
+
+    def fill(folder: Path) -> None:  # 100,000 files: seconds to delete, even natively
+        for index in range(100):
+            subfolder = folder / str(index)
+            subfolder.mkdir(parents=True)
+            (subfolder / "0").touch()
+            for link in range(1, 1000):
+                os.link(subfolder / "0", subfolder / str(link))
+
+    def deleting(folder: Path) -> bool:
+        try:
+            return len(os.listdir(folder)) < 100
+        except FileNotFoundError:
+            return True
+
+    async def body(runner: Runner) -> None:
+        old = await runner.start(sh("true"), owner="alice")
+        await until_ended(runner, old.id)
+        bulk = runner.jobs_dir / old.id / "bulk"
+        await asyncio.to_thread(fill, bulk)
+        removal = asyncio.create_task(runner.remove(old.id))
+        while not deleting(bulk):
+            await asyncio.sleep(0.001)
+        new = await runner.start(sh("true"), owner="alice")
+        assert bulk.exists(), "the start returned only once the removal's files were gone"
+        assert not removal.done()
+        await removal
+        assert not (runner.jobs_dir / old.id).exists()
+        with pytest.raises(JobNotFound):
+            await runner.get(old.id)
+        await until_ended(runner, new.id)
+
+    with_runner(config, body)
+
+
 def test_ended_jobs_are_kept_for_the_configured_time_then_removed(config: RunnerConfig) -> None:
     async def removed(runner: Runner, job_id: str) -> bool:
         try:
