@@ -412,7 +412,7 @@ class Runner:
         after = Position.from_token(page_token) if page_token else None
         read_page = functools.partial(self._store.page, owner=owner, running_only=not include_ended)
         listed: list[JobRecord] = []
-        while True:  # again only if records were left out, which few ever are
+        while True:  # reads on only to make up for records left out, which are few
             stored = await self._db(read_page, after, page_size - len(listed))
             for record in map(self._current, stored.records):
                 # A running record of no tracked job is a start still in flight (its record

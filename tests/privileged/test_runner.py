@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -328,17 +329,24 @@ def test_a_start_does_not_wait_for_a_removal_to_delete_files(config: RunnerConfi
     """Record writes go through one database thread: deleting a removed job's files, up to
     an output cap's worth, happens elsewhere, or every start would wait behind it."""
 
-    def fill(folder: Path) -> None:  # 100,000 files: seconds to delete, even natively
-        for index in range(100):
-            subfolder = folder / str(index)
+    def fill(folder: Path, seconds: float) -> int:
+        """Folders of 100 files, until making them took ``seconds``; how many folders.
+
+        Deleting them takes about as long on any machine, far longer than a start.
+        """
+        began, folders = time.monotonic(), 0
+        while time.monotonic() - began < seconds:
+            subfolder = folder / str(folders)
             subfolder.mkdir(parents=True)
             (subfolder / "0").touch()
-            for link in range(1, 1000):
+            for link in range(1, 100):
                 os.link(subfolder / "0", subfolder / str(link))
+            folders += 1
+        return folders
 
-    def deleting(folder: Path) -> bool:
+    def deleting(folder: Path, folders: int) -> bool:
         try:
-            return len(os.listdir(folder)) < 100
+            return len(os.listdir(folder)) < folders
         except FileNotFoundError:
             return True
 
@@ -346,9 +354,9 @@ def test_a_start_does_not_wait_for_a_removal_to_delete_files(config: RunnerConfi
         old = await runner.start(sh("true"), owner="alice")
         await until_ended(runner, old.id)
         bulk = runner.jobs_dir / old.id / "bulk"
-        await asyncio.to_thread(fill, bulk)
+        folders = await asyncio.to_thread(fill, bulk, 5.0)
         removal = asyncio.create_task(runner.remove(old.id))
-        while not deleting(bulk):
+        while not deleting(bulk, folders):
             await asyncio.sleep(0.001)
         new = await runner.start(sh("true"), owner="alice")
         assert bulk.exists(), "the start returned only once the removal's files were gone"
