@@ -8,6 +8,7 @@ import gc
 import hashlib
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -330,19 +331,24 @@ def test_a_start_does_not_wait_for_a_removal_to_delete_files(config: RunnerConfi
     an output cap's worth, happens elsewhere, or every start would wait behind it."""
 
     def fill(folder: Path, seconds: float) -> int:
-        """Folders of 100 files, until making them took ``seconds``; how many folders.
+        """Folders of 100 empty folders, as many as take ``seconds`` to delete; how many.
 
-        Deleting them takes about as long on any machine, far longer than a start.
+        Timed on a sample first: on the test VM's overlay, making a file costs many times
+        what deleting it does, while a folder costs more to delete than to make.
         """
-        began, folders = time.monotonic(), 0
-        while time.monotonic() - began < seconds:
-            subfolder = folder / str(folders)
-            subfolder.mkdir(parents=True)
-            (subfolder / "0").touch()
-            for link in range(1, 100):
-                os.link(subfolder / "0", subfolder / str(link))
-            folders += 1
+        sample = folder.with_name("sample")
+        make(sample, 10)
+        began = time.monotonic()
+        shutil.rmtree(sample)
+        per_folder = (time.monotonic() - began) / 10
+        folders = max(int(seconds / per_folder), 10)
+        make(folder, folders)
         return folders
+
+    def make(folder: Path, folders: int) -> None:
+        for outer in range(folders):
+            for inner in range(100):
+                (folder / str(outer) / str(inner)).mkdir(parents=True)
 
     def deleting(folder: Path, folders: int) -> bool:
         try:
