@@ -8,7 +8,6 @@ not exist, unless the caller is an admin, so existence does not leak.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
@@ -53,16 +52,14 @@ class JobService(pb_grpc.JobServiceServicer):
     async def ListJobs(  # noqa: N802
         self, request: pb.ListJobsRequest, context: Context
     ) -> pb.ListJobsResponse:
-        start = _page_start(request.page_token)
-        size = _page_size(request.page_size)
-        records = await self._runner.list_jobs(current_caller().owner_filter)
-        if not request.include_ended:
-            records = [r for r in records if not r.ended]
-        page = records[start : start + size]
-        more = start + size < len(records)
+        page = await self._runner.list_jobs(
+            current_caller().owner_filter,
+            include_ended=request.include_ended,
+            page_size=_page_size(request.page_size),
+            page_token=request.page_token,
+        )
         return pb.ListJobsResponse(
-            jobs=[convert.job(r) for r in page],
-            next_page_token=_page_token(start + size) if more else "",
+            jobs=[convert.job(r) for r in page.records], next_page_token=page.next_token
         )
 
     async def StreamJobOutput(  # noqa: N802
@@ -95,19 +92,3 @@ def _page_size(requested: int) -> int:
     if requested < 0 or requested > MAX_PAGE_SIZE:
         raise InvalidRequest("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
     return requested or DEFAULT_PAGE_SIZE
-
-
-def _page_token(start: int) -> str:
-    return base64.urlsafe_b64encode(f"jobs:{start}".encode()).decode()
-
-
-def _page_start(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        kind, _, start = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if kind == "jobs" and start.isdigit():
-            return int(start)
-    except (ValueError, UnicodeDecodeError):
-        pass
-    raise InvalidRequest("page_token", "not a page token from an earlier ListJobs call")

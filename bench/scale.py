@@ -1,8 +1,9 @@
-"""Item 3: a thousand sleeping jobs at once.
+"""Item 3: a thousand sleeping jobs at once, and a hundred thousand records.
 
 Service memory (the server's RSS, and the whole machine's MemAvailable, which also
 counts each job's shim and init), StartJob p50 at that load versus idle, the time to
 list the running jobs over the API (all pages), and the time to stop them all at once.
+Then what a ListJobs page costs at 100 records and at 100,000 (``pages``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 
 import grpc
 
+from bench import pages
 from bench.client import Stub, channel
 from bench.client import stub as stub_for
 from bench.harness import Harness
@@ -140,3 +142,14 @@ async def run(h: Harness) -> None:
         )
         if errors:
             r.notes.append(f"{len(errors)} of {jobs} StopJob calls failed, e.g. {errors[0]}")
+    small, large = await asyncio.to_thread(pages.page_milliseconds)
+    few, many = (f"{size:,}" for size in pages.SIZES)
+    each = f"ListJobs page of {pages.PAGE} (record store)"
+    r.add("scale_page_few", f"{each} at {few} records", "ms", small)
+    r.add("scale_page_many", f"{each} at {many} records", "ms", large)
+    r.compare(
+        "scale_page",
+        f"ListJobs page at {many} / {few} records",
+        "scale_page_many",
+        "scale_page_few",
+    )

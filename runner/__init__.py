@@ -8,6 +8,7 @@ public modules are:
 - ``records`` (``JobRecord``, ``JobState``, and the isolation layer's value types a
   record holds: ``Limits``, ``IOLimit``, ``Namespaces``, ``Usage``);
 - ``output``: what a stream of a job's output yields;
+- ``pages`` (``JobPage``): a page of a job listing;
 - ``host`` (``JobPlacement``, ``check_host``): whether this host can run jobs, and where
   they go;
 - ``defaults``: what the runner does when nobody says otherwise;

@@ -67,6 +67,7 @@ from jobworker.runner.host import JobPlacement, discover
 from jobworker.runner.inotify import FileWatcher
 from jobworker.runner.job_limits import LimitPolicy
 from jobworker.runner.output import OutputEvent, read_output
+from jobworker.runner.pages import JobPage, Position
 from jobworker.runner.quota import OutputQuota
 from jobworker.runner.records import JobRecord, JobState
 from jobworker.runner.retention import Retention
@@ -394,16 +395,44 @@ class Runner:
             raise JobNotFound(f"no job {job_id}")
         return record
 
-    async def list_jobs(self, owner: str | None = None) -> list[JobRecord]:
-        """All jobs, oldest first, optionally only one owner's."""
-        records = await self._db(self._store.records, owner)
-        current = [
-            self._active[r.id].record if r.id in self._active else self._unsaved.get(r.id, r)
-            for r in records
-        ]
-        # A running record of no tracked job is a start still in flight (its record
-        # is written while it launches): it is not listed until it has started.
-        return [r for r in current if r.ended or r.id in self._active]
+    async def list_jobs(
+        self,
+        owner: str | None = None,
+        *,
+        include_ended: bool = True,
+        page_size: int,
+        page_token: str = "",
+    ) -> JobPage:
+        """A page of jobs, oldest first, optionally only one owner's (see ``pages``).
+
+        ``page_token`` is the ``next_token`` of the page before; ``InvalidRequest`` for
+        anything else.
+        """
+        if page_size < 1:
+            raise InvalidRequest("page_size", "a page holds at least one job")
+        after = Position.from_token(page_token) if page_token else None
+        read_page = functools.partial(self._store.page, owner=owner, running_only=not include_ended)
+        listed: list[JobRecord] = []
+        while True:  # reads on only to make up for records left out, which are few
+            stored = await self._db(read_page, after, page_size - len(listed))
+            for record in map(self._current, stored.records):
+                # A running record of no tracked job is a start still in flight (its record
+                # is written while it launches): it is not listed until it has started.
+                shown = include_ended if record.ended else record.id in self._active
+                if shown:
+                    listed.append(record)
+            after = stored.last or after
+            if not stored.more or len(listed) == page_size:
+                break
+        next_token = after.token() if stored.more and after is not None else ""
+        return JobPage(tuple(listed), next_token)
+
+    def _current(self, stored: JobRecord) -> JobRecord:
+        """A job's record as it is now, which may be newer than the one stored."""
+        active = self._active.get(stored.id)
+        if active is not None:
+            return active.record
+        return self._unsaved.get(stored.id, stored)
 
     async def remove(self, job_id: str) -> None:
         """Remove an ended job's record and output now, before retention would."""

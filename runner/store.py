@@ -3,18 +3,25 @@
 Each record is one JSON document next to the few columns queries need. The
 store is synchronous and not thread-safe by itself: the runner gives it one
 thread of its own, so the event loop never waits on a disk flush.
+
+A listing is read a page at a time, in SQL (see ``pages``): each of its queries
+names the index that serves it, so a page reads only its own rows whatever the
+number of records.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 from jobworker.runner.errors import StorageError, StorageFull
-from jobworker.runner.records import JobRecord, JobState
+from jobworker.runner.pages import Position
+from jobworker.runner.records import JobRecord
 
 SCHEMA_VERSION = 1
+"""The table's version. Indexes are not part of it: any version may add or drop one."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -23,9 +30,55 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at TEXT NOT NULL,
     record TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at);
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_by_owner_time ON jobs (owner, created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_running ON jobs (created_at, id) WHERE state = 'running';
+DROP INDEX IF EXISTS jobs_by_owner;
+DROP INDEX IF EXISTS jobs_by_state;
 """
+"""Idempotent: it also brings a database that older versions wrote up to date. Those
+made the last two indexes, which no query uses now and every write would update.
+``'running'`` is ``JobState.RUNNING`` written out: a query can use the partial index
+only if it names the state as the same literal, not as a parameter."""
+
+_GET = "SELECT id, owner, created_at, record FROM jobs WHERE id = ?"
+_ALL = (
+    "SELECT id, owner, created_at, record FROM jobs INDEXED BY jobs_by_time ORDER BY created_at, id"
+)
+_RUNNING = (
+    "SELECT id, owner, created_at, record FROM jobs INDEXED BY jobs_running WHERE state = 'running'"
+)
+# Pages: after a (created_at, id), at most a number of rows. Running jobs are read from
+# their own index (there are no more than may run), also for one owner: the owner's
+# index would go through all of that owner's ended jobs first.
+_PAGE = (
+    "SELECT id, owner, created_at, record FROM jobs INDEXED BY jobs_by_time "
+    "WHERE (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?"
+)
+_PAGE_OF_OWNER = (
+    "SELECT id, owner, created_at, record FROM jobs INDEXED BY jobs_by_owner_time "
+    "WHERE owner = ? AND (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?"
+)
+_PAGE_RUNNING = (
+    "SELECT id, owner, created_at, record FROM jobs INDEXED BY jobs_running "
+    "WHERE state = 'running' AND (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?"
+)
+_PAGE_RUNNING_OF_OWNER = (
+    "SELECT id, owner, created_at, record FROM jobs INDEXED BY jobs_running "
+    "WHERE state = 'running' AND owner = ? AND (created_at, id) > (?, ?) "
+    "ORDER BY created_at, id LIMIT ?"
+)
+_BEFORE_ALL = Position(created_at="", job_id="")
+"""Before every record: each has a creation time, never empty."""
+
+
+@dataclass(frozen=True)
+class StoredPage:
+    """Records in listing order; ``last`` is where they end, ``more`` whether others follow."""
+
+    records: list[JobRecord]
+    last: Position | None
+    more: bool
 
 
 class RecordStore:
@@ -85,36 +138,41 @@ class RecordStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         """The record of one job, if there is one."""
-        rows = self._query("SELECT id, owner, created_at, record FROM jobs WHERE id = ?", (job_id,))
+        rows = self._query(_GET, (job_id,))
         return _decode(rows[0]) if rows else None
 
-    def records(self, owner: str | None = None) -> list[JobRecord]:
-        """Every record, oldest first, optionally only one owner's."""
+    def records(self) -> list[JobRecord]:
+        """Every record, oldest first."""
+        return [_decode(row) for row in self._query(_ALL, ())]
+
+    def page(
+        self, after: Position | None, limit: int, *, owner: str | None, running_only: bool
+    ) -> StoredPage:
+        """Up to ``limit`` records after ``after`` in listing order, of ``owner`` if given.
+
+        ``running_only`` goes by the stored state; the runner knows better for a job
+        whose final record is not stored yet.
+        """
+        start = after or _BEFORE_ALL
+        keyset: tuple[str | int, ...] = (start.created_at, start.job_id, limit + 1)
         if owner is None:
-            rows = self._query(
-                "SELECT id, owner, created_at, record FROM jobs ORDER BY created_at, id", ()
-            )
+            rows = self._query(_PAGE_RUNNING if running_only else _PAGE, keyset)
         else:
-            rows = self._query(
-                "SELECT id, owner, created_at, record FROM jobs WHERE owner = ? "
-                "ORDER BY created_at, id",
-                (owner,),
-            )
-        return [_decode(row) for row in rows]
+            query = _PAGE_RUNNING_OF_OWNER if running_only else _PAGE_OF_OWNER
+            rows = self._query(query, (owner, *keyset))
+        shown = rows[:limit]  # the row past them only says that another page follows
+        last = Position(created_at=shown[-1][2], job_id=shown[-1][0]) if shown else None
+        return StoredPage([_decode(row) for row in shown], last, more=len(rows) > limit)
 
     def running(self) -> list[JobRecord]:
         """Records of jobs that were running when last heard of (damaged ones come as lost)."""
-        rows = self._query(
-            "SELECT id, owner, created_at, record FROM jobs WHERE state = ?",
-            (JobState.RUNNING.value,),
-        )
-        return [_decode(row) for row in rows]
+        return [_decode(row) for row in self._query(_RUNNING, ())]
 
     def close(self) -> None:
         """Close the database."""
         self._db.close()
 
-    def _query(self, sql: str, parameters: tuple[str, ...]) -> list[tuple[str, ...]]:
+    def _query(self, sql: str, parameters: tuple[str | int, ...]) -> list[tuple[str, ...]]:
         try:
             return self._db.execute(sql, parameters).fetchall()
         except sqlite3.Error as error:

@@ -31,8 +31,10 @@ from __future__ import annotations
 import grp
 import pwd
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from jobworker.isolation import errors as isolation
 from jobworker.isolation.credentials import Credentials
@@ -151,12 +153,18 @@ class TransientUsers:
 
 @dataclass(frozen=True)
 class UserPolicy:
-    """The default user and the accounts non-admins may choose, resolved once at start."""
+    """The default user and the accounts non-admins may choose, resolved once at start.
+
+    A job that names one of them as configured gets what was resolved then, without
+    asking the user database again; any other spelling of a user is looked up.
+    """
 
     default: Credentials | None
     """None: every job gets a transient user of its own."""
     allowed: tuple[Credentials, ...]
     allowed_text: tuple[str, ...]
+    configured: Mapping[str, Credentials]
+    """The default and the allowed users, by the text the operator wrote."""
 
     @classmethod
     def resolve(cls, default: str | None, allowed: tuple[str, ...]) -> UserPolicy:
@@ -166,16 +174,23 @@ class UserPolicy:
             resolved = tuple(Credentials.resolve(text) for text in allowed)
         except isolation.InvalidSpec as error:
             raise InvalidConfiguration(f"the server's users: {error.reason}") from None
-        return cls(fixed, resolved, allowed)
+        configured = dict(zip(allowed, resolved, strict=True))
+        if default and fixed is not None:
+            configured[default] = fixed
+        return cls(fixed, resolved, allowed, MappingProxyType(configured))
 
     def choose(self, requested: str, *, anyone: bool) -> Credentials | None:
         """Who a job asking for ``requested`` runs as; None for a transient user.
 
-        Blocking (a user database lookup): call it off the event loop. Raises
-        ``UserNotAllowed`` or, for a user that does not exist, ``InvalidSpec``.
+        Blocking unless ``requested`` is empty or configured (a user database lookup):
+        call it off the event loop. Raises ``UserNotAllowed`` or, for a user that does
+        not exist, ``InvalidSpec``.
         """
         if not requested:
             return self.default
+        known = self.configured.get(requested)
+        if known is not None:
+            return known
         wanted = Credentials.resolve(requested)
         if anyone or wanted == self.default or wanted in self.allowed:
             return wanted

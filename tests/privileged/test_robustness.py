@@ -201,7 +201,7 @@ def test_damaged_records_and_state_files_make_only_their_jobs_lost(config: Runne
             assert "shim state file" in notes["shim_state"]
             assert "outcome file" in notes["outcome"]
             assert runner.running() == 1
-            listed = {record.id for record in await runner.list_jobs()}
+            listed = {record.id for record in (await runner.list_jobs(page_size=10)).records}
             assert listed == set(jobs.values())
             await runner.stop(jobs["healthy"], grace=0, by="bob")
         finally:

@@ -8,10 +8,12 @@ import gc
 import hashlib
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -135,7 +137,7 @@ def test_start_errors_leave_no_record_and_no_files(config: RunnerConfig) -> None
             await runner.get(str(uuid.uuid4()))
         with pytest.raises(JobNotFound):
             await runner.stream(str(uuid.uuid4()))
-        assert await runner.list_jobs() == []
+        assert (await runner.list_jobs(page_size=10)).records == ()
         assert list(runner.jobs_dir.iterdir()) == []
 
     with_runner(config, body)
@@ -161,9 +163,11 @@ def test_list_filters_by_owner(config: RunnerConfig) -> None:
         theirs = await runner.start(sh("true"), owner="bob")
         for job in [*mine, theirs]:
             await until_ended(runner, job.id)
-        assert [r.id for r in await runner.list_jobs("alice")] == [r.id for r in mine]
-        assert [r.id for r in await runner.list_jobs("bob")] == [theirs.id]
-        assert len(await runner.list_jobs()) == 3
+        assert [r.id for r in (await runner.list_jobs("alice", page_size=10)).records] == [
+            r.id for r in mine
+        ]
+        assert [r.id for r in (await runner.list_jobs("bob", page_size=10)).records] == [theirs.id]
+        assert len((await runner.list_jobs(page_size=10)).records) == 3
 
     with_runner(config, body)
 
@@ -322,6 +326,56 @@ def test_a_clean_restart_re_adopts_running_jobs(config: RunnerConfig) -> None:
     run(scenario())
 
 
+def test_a_start_does_not_wait_for_a_removal_to_delete_files(config: RunnerConfig) -> None:
+    """Record writes go through one database thread: deleting a removed job's files, up to
+    an output cap's worth, happens elsewhere, or every start would wait behind it."""
+
+    def fill(folder: Path, seconds: float) -> int:
+        """Folders of 100 empty folders, as many as take ``seconds`` to delete; how many.
+
+        Timed on a sample first: on the test VM's overlay, making a file costs many times
+        what deleting it does, while a folder costs more to delete than to make.
+        """
+        sample = folder.with_name("sample")
+        make(sample, 10)
+        began = time.monotonic()
+        shutil.rmtree(sample)
+        per_folder = (time.monotonic() - began) / 10
+        folders = max(int(seconds / per_folder), 10)
+        make(folder, folders)
+        return folders
+
+    def make(folder: Path, folders: int) -> None:
+        for outer in range(folders):
+            for inner in range(100):
+                (folder / str(outer) / str(inner)).mkdir(parents=True)
+
+    def deleting(folder: Path, folders: int) -> bool:
+        try:
+            return len(os.listdir(folder)) < folders
+        except FileNotFoundError:
+            return True
+
+    async def body(runner: Runner) -> None:
+        old = await runner.start(sh("true"), owner="alice")
+        await until_ended(runner, old.id)
+        bulk = runner.jobs_dir / old.id / "bulk"
+        folders = await asyncio.to_thread(fill, bulk, 5.0)
+        removal = asyncio.create_task(runner.remove(old.id))
+        while not deleting(bulk, folders):
+            await asyncio.sleep(0.001)
+        new = await runner.start(sh("true"), owner="alice")
+        assert bulk.exists(), "the start returned only once the removal's files were gone"
+        assert not removal.done()
+        await removal
+        assert not (runner.jobs_dir / old.id).exists()
+        with pytest.raises(JobNotFound):
+            await runner.get(old.id)
+        await until_ended(runner, new.id)
+
+    with_runner(config, body)
+
+
 def test_ended_jobs_are_kept_for_the_configured_time_then_removed(config: RunnerConfig) -> None:
     async def removed(runner: Runner, job_id: str) -> bool:
         try:
@@ -349,7 +403,7 @@ def test_ended_jobs_are_kept_for_the_configured_time_then_removed(config: Runner
         third = await Runner.open(replace(config, keep_ended_seconds=0))
         try:
             assert await removed(third, old.id)
-            assert old.id not in [r.id for r in await third.list_jobs()]
+            assert old.id not in [r.id for r in (await third.list_jobs(page_size=10)).records]
             # A job that ends while the service runs goes when its time is up.
             new = await third.start(sh("echo new"), owner="alice")
             await until_ended(third, new.id)
@@ -530,7 +584,7 @@ def test_many_jobs_and_a_hundred_readers_in_one_process(config: RunnerConfig) ->
         # A thousand jobs later, nothing is left behind.
         assert len(os.listdir("/proc/self/fd")) == fds_before
         assert count_zombies() == zombies_before
-        return rss, threads, len(await runner.list_jobs())
+        return rss, threads, len((await runner.list_jobs(page_size=count)).records)
 
     rss, threads, listed = with_runner(replace(config, max_running_jobs=count), body)
     print(f"\nservice RSS with {count} running jobs: {rss / 1024:.1f} MiB; threads: {threads}")

@@ -18,9 +18,10 @@ from jobworker.isolation.cgroups import Usage
 from jobworker.isolation.limits import IOLimit, Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome
+from jobworker.runner import store as store_module
 from jobworker.runner.errors import StorageError
 from jobworker.runner.records import JobRecord, JobState
-from jobworker.runner.store import SCHEMA_VERSION, RecordStore
+from jobworker.runner.store import SCHEMA_VERSION, RecordStore, StoredPage
 from tests.descriptors import descriptor_targets
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -93,8 +94,11 @@ def pragma(path: Path, name: str) -> object:
 def test_an_empty_store_has_no_records(store: RecordStore) -> None:
     assert store.get("nope") is None
     assert store.records() == []
-    assert store.records("alice") == []
     assert store.running() == []
+    for owner in (None, "alice"):
+        for running_only in (False, True):
+            empty = store.page(None, 10, owner=owner, running_only=running_only)
+            assert empty == StoredPage([], last=None, more=False)
 
 
 def test_put_then_get(store: RecordStore) -> None:
@@ -118,14 +122,43 @@ def test_delete_removes_one_record_and_commits(db: Path, store: RecordStore) -> 
         reopened.close()
 
 
-def test_records_filters_by_owner(store: RecordStore) -> None:
+def ids(page: StoredPage) -> list[str]:
+    return [r.id for r in page.records]
+
+
+def listing(
+    store: RecordStore, owner: str | None = None, *, running_only: bool = False
+) -> list[str]:
+    """Every id a listing by pages of two gives, in order."""
+    listed: list[str] = []
+    after = None
+    while True:
+        page = store.page(after, 2, owner=owner, running_only=running_only)
+        listed += ids(page)
+        after = page.last
+        if not page.more:
+            return listed
+
+
+def test_pages_filter_by_owner(store: RecordStore) -> None:
     jobs = [record("a", "alice"), record("b", "bob", T0 + timedelta(1)), record("c", "alice")]
     for job in jobs:
         store.put(job)
-    assert [r.id for r in store.records("alice")] == ["a", "c"]
-    assert [r.id for r in store.records("bob")] == ["b"]
-    assert store.records("carol") == []
+    assert listing(store, "alice") == ["a", "c"]
+    assert listing(store, "bob") == ["b"]
+    assert listing(store, "carol") == []
+    assert listing(store) == ["a", "c", "b"]
     assert [r.id for r in store.records()] == ["a", "c", "b"]
+
+
+def test_pages_of_running_jobs_go_by_the_stored_state(store: RecordStore) -> None:
+    for index, owner in enumerate(["alice", "bob", "alice", "alice", "bob", "alice"]):
+        job = record(f"job{index}", owner, T0 + timedelta(seconds=index))
+        store.put(ended(job) if index % 3 == 1 else job.stop_requested("x") if index == 5 else job)
+    assert listing(store, running_only=True) == ["job0", "job2", "job3", "job5"]
+    assert listing(store, "alice", running_only=True) == ["job0", "job2", "job3", "job5"]
+    assert listing(store, "bob", running_only=True) == []
+    assert listing(store, "bob") == ["job1", "job4"]
 
 
 def test_records_are_oldest_first_whatever_the_insertion_order(store: RecordStore) -> None:
@@ -140,16 +173,128 @@ def test_records_are_oldest_first_whatever_the_insertion_order(store: RecordStor
         store.put(record(job_id, "alice" if len(job_id) % 2 else "bob", created_at))
     expected = sorted(times, key=times.__getitem__)
     assert [r.id for r in store.records()] == expected
+    assert listing(store) == expected
+    assert listing(store, running_only=True) == expected
     for owner in ("alice", "bob"):
-        owned = [r.id for r in store.records(owner)]
+        owned = listing(store, owner)
         assert owned == [i for i in expected if i in owned]
         assert owned
 
 
 def test_records_created_at_the_same_time_are_ordered_by_id(store: RecordStore) -> None:
-    for job_id in ("c", "a", "b"):
+    for job_id in ("c", "a", "b", "e", "d"):
         store.put(record(job_id))
-    assert [r.id for r in store.records()] == ["a", "b", "c"]
+    assert [r.id for r in store.records()] == ["a", "b", "c", "d", "e"]
+    assert listing(store) == ["a", "b", "c", "d", "e"]  # a page may end inside a tie
+
+
+def test_removals_between_pages_skip_no_record_and_repeat_none(store: RecordStore) -> None:
+    created = [record(f"job{i:02}", created_at=T0 + timedelta(seconds=i // 2)) for i in range(20)]
+    for job in created:
+        store.put(job)
+    listed: list[str] = []
+    after = None
+    while True:
+        page = store.page(after, 3, owner=None, running_only=False)
+        listed += ids(page)
+        if not page.more:
+            break
+        assert page.last is not None
+        after = page.last
+        # Between pages: the job the page ended at goes, and the one listed before it,
+        # and the first of those not listed yet. An offset would now skip two.
+        store.delete(page.last.job_id)
+        store.delete(listed[-2])
+        unlisted = [j.id for j in created if j.id not in listed and store.get(j.id)]
+        store.delete(unlisted[0])
+    removed_unlisted = {j.id for j in created} - set(listed)
+    assert len(listed) == len(set(listed)), "a record was listed twice"
+    assert listed == sorted(listed), "out of order"
+    # Every record not listed was removed before its turn: none was skipped.
+    assert all(store.get(job_id) is None for job_id in removed_unlisted)
+    assert removed_unlisted
+
+
+def test_a_listing_goes_past_a_damaged_record(db: Path, store: RecordStore) -> None:
+    for index in range(3):
+        store.put(record(f"job{index}", created_at=T0 + timedelta(seconds=index)))
+    connection = sqlite3.connect(db)
+    try:
+        connection.execute("UPDATE jobs SET record = '{not json' WHERE id = 'job1'")
+        connection.commit()
+    finally:
+        connection.close()
+    first = store.page(None, 2, owner=None, running_only=False)
+    damaged = first.records[1]
+    assert (damaged.id, damaged.state) == ("job1", JobState.LOST)
+    assert "record is damaged" in (damaged.note or "")
+    assert first.more
+    assert ids(store.page(first.last, 2, owner=None, running_only=False)) == ["job2"]
+    # Its stored state is still running: the running-only listing has it, as lost.
+    assert listing(store, running_only=True) == ["job0", "job1", "job2"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        store_module._PAGE,
+        store_module._PAGE_OF_OWNER,
+        store_module._PAGE_RUNNING,
+        store_module._PAGE_RUNNING_OF_OWNER,
+    ],
+)
+def test_every_page_query_searches_an_index_from_where_the_last_page_ended(
+    db: Path, store: RecordStore, query: str
+) -> None:
+    connection = sqlite3.connect(db)
+    try:
+        plan = connection.execute(f"EXPLAIN QUERY PLAN {query}", ("x",) * query.count("?"))
+        steps = [row[3] for row in plan.fetchall()]
+    finally:
+        connection.close()
+    assert len(steps) == 1, steps  # no sorting step: the index gives the order
+    assert steps[0].startswith("SEARCH jobs USING INDEX"), steps
+    assert "(created_at,id)>(?,?)" in steps[0], steps
+
+
+def test_a_database_with_the_indexes_of_older_versions_gets_the_new_ones(db: Path) -> None:
+    connection = sqlite3.connect(db)
+    try:
+        connection.executescript(
+            """
+            CREATE TABLE jobs (id TEXT PRIMARY KEY, owner TEXT NOT NULL, state TEXT NOT NULL,
+                               created_at TEXT NOT NULL, record TEXT NOT NULL);
+            CREATE INDEX jobs_by_owner ON jobs (owner, created_at);
+            CREATE INDEX jobs_by_state ON jobs (state);
+            PRAGMA user_version=1;
+            """
+        )
+        job = record("a")
+        connection.execute(
+            "INSERT INTO jobs VALUES (?, ?, ?, ?, ?)",
+            (job.id, job.owner, job.state.value, job.created_at.isoformat(), job.to_json()),
+        )
+        connection.commit()
+    finally:
+        connection.close()
+    for _ in range(2):  # and opening it again changes nothing
+        opened = RecordStore(db)
+        try:
+            assert listing(opened, "alice", running_only=True) == ["a"]
+        finally:
+            opened.close()
+        connection = sqlite3.connect(db)
+        try:
+            indexes = connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            ).fetchall()
+        finally:
+            connection.close()
+        assert sorted(name for (name,) in indexes) == [
+            "jobs_by_owner_time",
+            "jobs_by_time",
+            "jobs_running",
+        ]
 
 
 def test_running_lists_only_running_jobs(store: RecordStore) -> None:

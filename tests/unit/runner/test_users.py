@@ -44,6 +44,27 @@ def test_allowing_a_user_does_not_allow_it_with_another_group(user):
         policy.choose(user, anyone=False)
 
 
+@pytest.mark.parametrize("anyone", [False, True], ids=["non-admin", "admin"])
+def test_a_configured_user_named_as_configured_is_not_looked_up_again(anyone):
+    # What start resolved is returned itself: a lookup would make new credentials.
+    policy = UserPolicy.resolve("nobody", ("nobody:nogroup", "root:disk"))
+    assert policy.choose("nobody", anyone=anyone) is policy.default
+    assert policy.choose("nobody:nogroup", anyone=anyone) is policy.allowed[0]
+    assert policy.choose("root:disk", anyone=anyone) is policy.allowed[1]
+    # Another spelling of an allowed account is looked up, and allowed as before.
+    by_number = policy.choose("65534:nogroup", anyone=anyone)
+    assert by_number == policy.allowed[0]
+    assert by_number is not policy.allowed[0]
+
+
+def test_only_the_exact_configured_text_skips_the_lookup():
+    policy = UserPolicy.resolve(None, ("root:disk",))
+    with pytest.raises(UserNotAllowed, match="only an admin may run a job as root "):
+        policy.choose("root", anyone=False)
+    with pytest.raises(InvalidSpec, match="no such group: disk "):
+        policy.choose("root:disk ", anyone=False)  # not the configured text: looked up
+
+
 def test_an_allowed_user_with_a_group_is_allowed_with_exactly_that_group():
     policy = UserPolicy.resolve(None, ("nobody:disk",))
     disk = grp.getgrnam("disk").gr_gid
