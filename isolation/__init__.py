@@ -2,11 +2,12 @@
 
 No gRPC and no users here; ``runner`` calls this. The public modules are:
 
-- ``spec`` (``JobSpec``), ``limits`` (``Limits``, ``IOLimit``), ``namespaces``
+- ``spec`` (``JobSpec``, ``ValidSpec``), ``limits`` (``Limits``, ``IOLimit``), ``namespaces``
   (``Namespaces``): what to run and how to confine it, validated up front;
 - ``cgroups`` (``CgroupHost``): finding and preparing a usable cgroup v2 hierarchy;
 - ``launcher`` (``Launcher``, ``RunningJob``): launching, stopping, adopting jobs;
 - ``outcome`` (``Outcome``) and ``outputlog``: how a job ended and what it printed;
+- ``rundir`` (``RunDir``): the files a job's shim keeps in its run directory;
 - ``errors``: every error this layer raises.
 
 This file deliberately imports nothing: the fork server imports this package,

@@ -15,6 +15,7 @@ for, so callers never have to guess what an errno meant::
     │   ├── BadWorkingDirectory
     │   └── ResourcesExhausted   no process could be made for it now (EAGAIN, ENOMEM)
     └── InternalError        our own helper processes misbehaved (a bug, not user input)
+        └── MalformedMessage  a message or state file between our processes cannot be read
 """
 
 from __future__ import annotations
@@ -84,3 +85,11 @@ class ResourcesExhausted(LaunchError):
 
 class InternalError(IsolationError):
     """A helper process of ours broke its protocol; this is a bug worth reporting."""
+
+
+class MalformedMessage(InternalError):
+    """A launch message or a shim's state file is not what the protocol says.
+
+    Damaged, truncated, or written by another version of the service: never the job's
+    doing, so it is an internal error (and a damaged state file makes a job ``lost``).
+    """
