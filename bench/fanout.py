@@ -29,6 +29,7 @@ from bench.client import stub as stub_for
 from bench.harness import Harness
 from bench.processes import ServiceProcess
 from bench.streams import mb_per_s, writer, zeros_file
+from jobworker.isolation.rundir import RunDir
 from jobworker.v1 import jobworker_pb2 as pb
 
 
@@ -107,8 +108,8 @@ async def run(h: Harness) -> None:
             replay = pb.StreamJobOutputRequest(id=live.request.id, follow=True)
             again = await _fan_out(product.server, h, count, replay)
             figures["replay"].append(mb_per_s(again.received, again.seconds))
-            for path in (product.state_dir / "jobs").glob("*/output.log"):
-                path.unlink()
+            for run_dir in (product.state_dir / "jobs").iterdir():
+                RunDir(run_dir).output_log.unlink(missing_ok=True)
             raw.reset_peak()
             request = pb.StreamJobOutputRequest(id=str(source), offset=live.message_size)
             baseline = await _fan_out(raw, h, count, request)

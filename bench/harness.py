@@ -13,6 +13,7 @@ from bench import profiling
 from bench.processes import ServiceProcess, remove_cgroup_tree, service
 from bench.report import Report
 from bench.settings import Settings
+from jobworker.isolation.rundir import RunDir
 
 
 class Harness:
@@ -93,4 +94,4 @@ class Product:
 
     def output_log(self, job_id: str) -> Path:
         """Where the job's output is kept (the benchmark deletes it once measured)."""
-        return self.state_dir / "jobs" / job_id / "output.log"
+        return RunDir(self.state_dir / "jobs" / job_id).output_log

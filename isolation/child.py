@@ -12,9 +12,9 @@ the command, reaps orphans so no zombies pile up, and reports the command's
 wait status to the shim before it exits (which makes the kernel kill whatever
 is left in the namespace).
 
-Any failure before exec is written to ``error_fd`` as ``stage NUL errno NUL
-message`` so the launcher can say exactly what went wrong; a successful exec
-closes that descriptor (it is close-on-exec), which the shim reads as success.
+Any failure before exec is written to ``error_fd`` as a ``Failed`` report (see
+``_protocol``) so the launcher can say exactly what went wrong; a successful exec
+closes that descriptor (it is close-on-exec), which the launcher reads as success.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from jobworker.isolation import syscalls, sysfs
+from jobworker.isolation._protocol import Failed, ProcessSetup
 from jobworker.isolation.namespaces import CLONE_NEWNET
 
 _CATCHABLE = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
@@ -37,24 +38,12 @@ STATUS = struct.Struct("<i")
 
 @dataclass(frozen=True)
 class ChildPlan:
-    """Everything the first process needs; descriptors are already open in it."""
+    """Everything the first process needs: the launcher's setup, and descriptors open in it."""
 
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str
+    process: ProcessSetup
     netns_fd: int | None
-    unshare_flags: int
-    private_mounts: bool
-    mount_proc: bool
-    hostname: str | None
     account_files: tuple[str, str] | None
     """A passwd and a group file to show as /etc/passwd and /etc/group (needs private mounts)."""
-    uid: int | None
-    """Set when the command runs as another user than root: then gid and groups apply too."""
-    gid: int | None
-    groups: tuple[int, ...]
-    no_new_privs: bool
-    """Whether exec may never raise privileges again (setuid binaries run as the caller)."""
     stdout_fd: int
     stderr_fd: int
     error_fd: int
@@ -95,14 +84,15 @@ def run(plan: ChildPlan) -> NoReturn:
 
 
 def _set_up(plan: ChildPlan, stage: _Stage) -> None:
+    process = plan.process
     if plan.netns_fd is not None:
         stage.name = "netns"
         syscalls.setns(plan.netns_fd, CLONE_NEWNET)
         os.close(plan.netns_fd)
-    if plan.unshare_flags:
+    if process.unshare_flags:
         stage.name = "unshare"
-        syscalls.unshare(plan.unshare_flags)
-    if plan.private_mounts:
+        syscalls.unshare(process.unshare_flags)
+    if process.private_mounts:
         stage.name = "mount"
         # Private, recursively: nothing mounted inside propagates to the host.
         syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
@@ -114,13 +104,13 @@ def _set_up(plan: ChildPlan, stage: _Stage) -> None:
             passwd, group = plan.account_files
             syscalls.mount(passwd, "/etc/passwd", None, syscalls.MS_BIND)
             syscalls.mount(group, "/etc/group", None, syscalls.MS_BIND)
-    if plan.mount_proc:
+    if process.pid_namespace:
         stage.name = "mount"
         flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
         syscalls.mount("proc", "/proc", "proc", flags)
-    if plan.hostname is not None:
+    if process.hostname is not None:
         stage.name = "hostname"
-        socket.sethostname(plan.hostname)
+        socket.sethostname(process.hostname)
 
 
 def _be_init(plan: ChildPlan, status_fd: int, stage: _Stage) -> NoReturn:
@@ -160,6 +150,7 @@ def _reap(command: int) -> int | None:
 
 
 def _exec(plan: ChildPlan, stage: _Stage) -> NoReturn:
+    process = plan.process
     stage.name = "stdio"
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -171,21 +162,21 @@ def _exec(plan: ChildPlan, stage: _Stage) -> NoReturn:
     for signo in plan.ignored_signals:
         signal.signal(signo, signal.SIG_DFL)  # exec would keep them ignored
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    if plan.uid is not None and plan.gid is not None:
+    if process.uid is not None and process.gid is not None:
         stage.name = "user"
         # Groups first: once the uid is not 0, there is no permission left to change them.
-        os.setgroups(plan.groups)
-        os.setresgid(plan.gid, plan.gid, plan.gid)
-        os.setresuid(plan.uid, plan.uid, plan.uid)
-    if plan.no_new_privs:
+        os.setgroups(process.groups)
+        os.setresgid(process.gid, process.gid, process.gid)
+        os.setresuid(process.uid, process.uid, process.uid)
+    if process.no_new_privs:
         stage.name = "no_new_privs"
         syscalls.set_no_new_privs()
     stage.name = "chdir"  # as the user: a directory they may not enter is refused
-    os.chdir(plan.cwd)
+    os.chdir(process.cwd)
     stage.name = "exec"
-    os.execvpe(plan.argv[0], plan.argv, plan.env)
+    os.execvpe(process.argv[0], process.argv, process.env)
 
 
 def _report(error_fd: int, stage: str, errno: int, message: str) -> None:
     with contextlib.suppress(OSError):  # if the shim is gone, there is nobody left to tell
-        os.write(error_fd, f"{stage}\0{errno}\0{message}".encode())
+        os.write(error_fd, Failed(stage, errno, message).encode())

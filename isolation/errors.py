@@ -16,6 +16,7 @@ for, so callers never have to guess what an errno meant::
     │   └── ResourcesExhausted   no process could be made for it now (EAGAIN, ENOMEM)
     ├── OutputLogError       a file is not an output log, or is damaged before its tail
     └── InternalError        our own helper processes misbehaved (a bug, not user input)
+        └── MalformedMessage  a message or state file between our processes cannot be read
 """
 
 from __future__ import annotations
@@ -89,3 +90,11 @@ class OutputLogError(IsolationError):
 
 class InternalError(IsolationError):
     """A helper process of ours broke its protocol; this is a bug worth reporting."""
+
+
+class MalformedMessage(InternalError):
+    """A launch message or a shim's state file is not what the protocol says.
+
+    Damaged, truncated, or written by another version of the service: never the job's
+    doing, so it is an internal error (and a damaged state file makes a job ``lost``).
+    """

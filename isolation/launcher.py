@@ -6,7 +6,7 @@ multi-threaded server. The launcher keeps a couple of spare shims, forked and
 ready before any job needs them, and orders a new one after each launch. A
 launch goes:
 
-1. validate the spec; create the job's cgroup with its limits;
+1. create the job's cgroup with the limits of the validated spec;
 2. prepare a network namespace with loopback up, if the job gets one;
 3. hand the job to a spare shim (or a freshly ordered one when none is left);
 4. the shim clones the job's first process straight into the cgroup and
@@ -24,16 +24,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import os
 import signal
 import socket
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from jobworker.isolation import forkserver, shim, supervisor
+from jobworker.isolation import forkserver, supervisor
+from jobworker.isolation._protocol import (
+    MAX_REQUEST,
+    READY,
+    Cloned,
+    Failed,
+    ProcessSetup,
+    Request,
+    ShimState,
+    decode_reply,
+)
 from jobworker.isolation.cgroups import CgroupHost, JobCgroup, Remains, Usage
 from jobworker.isolation.errors import (
     BadWorkingDirectory,
@@ -42,12 +49,14 @@ from jobworker.isolation.errors import (
     InternalError,
     IsolationError,
     LaunchError,
+    MalformedMessage,
     ResourcesExhausted,
 )
 from jobworker.isolation.netns import NetnsFactory
 from jobworker.isolation.outcome import Outcome, utcnow
 from jobworker.isolation.procfs import open_pidfd
-from jobworker.isolation.spec import JobSpec, job_environment
+from jobworker.isolation.rundir import RunDir
+from jobworker.isolation.spec import JobSpec, ValidSpec, job_environment
 
 _REPORT_SIZE = 64 * 1024
 _TEAR_DOWN_SECONDS = 30.0
@@ -89,23 +98,16 @@ class Launcher:
             host.prepare()
         return cls(host, spares)
 
-    async def launch(
-        self, spec: JobSpec, settings: list[tuple[str, str]] | None = None
-    ) -> RunningJob:
-        """Start ``spec``; returns once the command runs, or raises the reason it cannot.
-
-        ``settings`` is what ``spec.validate()`` returned, if the caller has
-        validated the spec already; otherwise it is validated here.
-        """
-        if settings is None:
-            settings = spec.validate()
+    async def launch(self, valid: ValidSpec) -> RunningJob:
+        """Start the job; returns once the command runs, or raises the reason it cannot."""
+        spec = valid.spec
         cgroup = self.host.job_group(spec.job_id)
-        cgroup.create(settings)
+        cgroup.create(valid.cgroup_settings)
         netns_fd = None
         try:
             if spec.namespaces.net:
                 netns_fd = await self._netns.create()
-            request = self._request(spec, cgroup)
+            request = _request(spec, cgroup)
             return await self._spawn(spec, request, cgroup, netns_fd)
         except BaseException:
             await asyncio.to_thread(cgroup.tear_down, _TEAR_DOWN_SECONDS)
@@ -118,36 +120,12 @@ class Launcher:
             # inline, it cost the launch ~6 ms in the test VM (issue 7).
             asyncio.get_running_loop().call_soon(self._order_spares)
 
-    def _request(self, spec: JobSpec, cgroup: JobCgroup) -> shim.Request:
-        namespaces, user = spec.namespaces, spec.user
-        return shim.Request(
-            job_id=spec.job_id,
-            argv=list(spec.argv),
-            env=job_environment(spec.job_id, spec.env, spec.user),
-            cwd=spec.cwd,
-            cgroup=str(cgroup.path),
-            run_dir=str(spec.run_dir),
-            output_cap=spec.output_cap,
-            pid_namespace=namespaces.pid,
-            unshare_flags=namespaces.unshare_flags(),
-            private_mounts=namespaces.mount,
-            hostname=spec.job_id if namespaces.uts else None,
-            uid=user.uid if user else None,
-            gid=user.gid if user else None,
-            groups=list(user.groups) if user else [],
-            # Every job not run as root: setuid programs cannot make it root again.
-            no_new_privs=user is not None and not user.is_root,
-            account=list(user.account_lines())
-            if user is not None and not user.listed and namespaces.mount
-            else None,
-        )
-
     async def _spawn(
-        self, spec: JobSpec, request: shim.Request, cgroup: JobCgroup, netns_fd: int | None
+        self, spec: JobSpec, request: Request, cgroup: JobCgroup, netns_fd: int | None
     ) -> RunningJob:
         shim_pidfd, error_r, connection = await self._hand_over(request, netns_fd)
         try:
-            report, main_pidfd = await _started(spec, connection, error_r, shim_pidfd)
+            cloned, main_pidfd = await _started(spec, connection, error_r, shim_pidfd)
         except BaseException:
             os.close(shim_pidfd)
             raise
@@ -155,19 +133,19 @@ class Launcher:
             os.close(error_r)
         return RunningJob(
             job_id=spec.job_id,
-            pid=report["pid"],
+            pid=cloned.pid,
             cgroup=cgroup,
             run_dir=spec.run_dir,
-            started_at=datetime.fromisoformat(report["started_at"]),
+            started_at=cloned.started_at,
             shim_pidfd=shim_pidfd,
             main_pidfd=main_pidfd,
         )
 
     async def _hand_over(
-        self, request: shim.Request, netns_fd: int | None
+        self, request: Request, netns_fd: int | None
     ) -> tuple[int, int, socket.socket]:
         """Give the job to a ready shim: its pidfd, the job's error pipe, the connection."""
-        payload = request.to_json()
+        payload = request.encode()
         fds = [] if netns_fd is None else [netns_fd]
         failed_fork: tuple[int, str] | None = None
         for _attempt in range(_SHIM_ATTEMPTS):
@@ -175,7 +153,7 @@ class Launcher:
             ready: list[int] = []
             try:
                 message, ready = await _receive(connection)
-                if message == shim.READY and len(ready) == 2:
+                if message == READY and len(ready) == 2:
                     await _send(connection, payload, fds)
                     shim_pidfd, error_r = ready
                     os.set_blocking(error_r, False)
@@ -232,8 +210,8 @@ class Launcher:
         says its exit status is unknown.
         """
         cgroup = self.host.job_group(job_id)
-        state = _shim_state(run_dir)
-        if isinstance(state, _ShimState):
+        state = _shim_state(RunDir(run_dir))
+        if isinstance(state, ShimState):
             shim_pidfd = open_pidfd(state.shim_pid, state.shim_ticks)
             if shim_pidfd is not None:
                 return RunningJob(
@@ -258,9 +236,9 @@ class Launcher:
         Waiting for the shim matters: until it exits it writes the job's outcome into
         ``run_dir``, which the caller is about to delete.
         """
-        state = _shim_state(run_dir)
+        state = _shim_state(RunDir(run_dir))
         shim_pidfd = None
-        if isinstance(state, _ShimState):
+        if isinstance(state, ShimState):
             shim_pidfd = open_pidfd(state.shim_pid, state.shim_ticks)
         await asyncio.to_thread(cgroup.tear_down, _TEAR_DOWN_SECONDS)
         if shim_pidfd is None:
@@ -319,7 +297,7 @@ class RunningJob:
     @property
     def output_log(self) -> Path:
         """Where the shim writes the job's output."""
-        return self.run_dir / shim.OUTPUT_LOG
+        return RunDir(self.run_dir).output_log
 
     def signal(self, signo: int) -> bool:
         """Send ``signo`` to the job's main process; False if it has already exited.
@@ -392,6 +370,34 @@ class RunningJob:
             self._main_pidfd = None
 
 
+def _request(spec: JobSpec, cgroup: JobCgroup) -> Request:
+    """What the shim needs of ``spec``: the one place a job's spec becomes process setup."""
+    namespaces, user = spec.namespaces, spec.user
+    return Request(
+        job_id=spec.job_id,
+        cgroup=cgroup.path,
+        run_dir=RunDir(spec.run_dir),
+        output_cap=spec.output_cap,
+        account=user.account_lines()
+        if user is not None and not user.listed and namespaces.mount
+        else None,
+        process=ProcessSetup(
+            argv=spec.argv,
+            env=job_environment(spec.job_id, spec.env, spec.user),
+            cwd=spec.cwd,
+            pid_namespace=namespaces.pid,
+            unshare_flags=namespaces.unshare_flags(),
+            private_mounts=namespaces.mount,
+            hostname=spec.job_id if namespaces.uts else None,
+            uid=user.uid if user else None,
+            gid=user.gid if user else None,
+            groups=user.groups if user else (),
+            # Every job not run as root: setuid programs cannot make it root again.
+            no_new_privs=user is not None and not user.is_root,
+        ),
+    )
+
+
 def _recorded_outcome(
     run_dir: Path, cgroup: JobCgroup, started_at: datetime | None, *, damage: str | None = None
 ) -> Outcome:
@@ -400,7 +406,7 @@ def _recorded_outcome(
     Never raises for a job's own files or group: a damaged outcome file, a group that
     cannot be removed, each becomes a note on an outcome whose exit status is unknown.
     """
-    recorded = run_dir / shim.OUTCOME
+    recorded = RunDir(run_dir).outcome
     try:
         return Outcome.from_json(recorded.read_text())
     except FileNotFoundError:
@@ -427,35 +433,15 @@ def _recorded_outcome(
     )
 
 
-@dataclass(frozen=True)
-class _ShimState:
-    """What a shim records about itself and its job, so that a successor can find them."""
-
-    shim_pid: int
-    shim_ticks: int
-    main_pid: int
-    main_ticks: int
-    started_at: datetime
-
-
-def _shim_state(run_dir: Path) -> _ShimState | str | None:
+def _shim_state(run_dir: RunDir) -> ShimState | str | None:
     """The shim's state file; None if there is none, a description of the damage if damaged."""
-    path = run_dir / shim.SHIM_STATE
+    path = run_dir.shim_state
     try:
-        data = json.loads(path.read_text())
-        return _ShimState(
-            shim_pid=int(data["shim_pid"]),
-            shim_ticks=int(data["shim_ticks"]),
-            main_pid=int(data["main_pid"]),
-            main_ticks=int(data["main_ticks"]),
-            started_at=datetime.fromisoformat(data["started_at"]),
-        )
+        return ShimState.decode(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        return (
-            f"the job's shim state file {path} is damaged ({error!r}), so its shim cannot be found"
-        )
+    except (OSError, UnicodeDecodeError, MalformedMessage) as error:
+        return f"the job's shim state file {path} is damaged ({error}), so its shim cannot be found"
 
 
 def _shim_connection() -> tuple[socket.socket, socket.socket]:
@@ -466,25 +452,25 @@ def _shim_connection() -> tuple[socket.socket, socket.socket]:
     request the spec allows (the service runs as root, so it may exceed wmem_max).
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    ours.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, 2 * shim.MAX_REQUEST)
+    ours.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, 2 * MAX_REQUEST)
     ours.setblocking(False)
     return ours, theirs
 
 
 async def _started(
     spec: JobSpec, connection: socket.socket, error_r: int, shim_pidfd: int
-) -> tuple[dict[str, Any], int]:
+) -> tuple[Cloned, int]:
     """Wait until the job's command runs: the shim's report and the main pidfd, or the error."""
     with connection:
         message, fds = await _receive(connection)
     if not message:
         raise InternalError(
             f"the shim of job {spec.job_id} exited without a report; see "
-            f"{spec.run_dir / shim.SHIM_LOG}"
+            f"{RunDir(spec.run_dir).shim_log}"
         )
-    report: dict[str, Any] = json.loads(message)
-    if report["event"] == "failed":
-        raise _launch_error(spec, report)
+    reply = decode_reply(message)
+    if isinstance(reply, Failed):
+        raise _launch_error(spec, reply)
     main_pidfd = fds[0]
     try:
         # End of file: the exec succeeded. Anything else: the step that failed.
@@ -494,18 +480,17 @@ async def _started(
         raise
     if failure:
         os.close(main_pidfd)
-        stage, number, reason = failure.decode(errors="replace").split("\0", 2)
         # The shim records the failed process's exit and removes the group: let it
         # finish, so nothing of the job is left when the caller hears of the failure.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_TEAR_DOWN_SECONDS):
                 await _readable(shim_pidfd)
-        raise _launch_error(spec, {"stage": stage, "errno": int(number), "message": reason})
-    return report, main_pidfd
+        raise _launch_error(spec, Failed.decode(failure))
+    return reply, main_pidfd
 
 
-def _launch_error(spec: JobSpec, report: dict[str, Any]) -> LaunchError:
-    stage, number, reason = report["stage"], report["errno"], report["message"]
+def _launch_error(spec: JobSpec, failed: Failed) -> LaunchError:
+    stage, number, reason = failed.stage, failed.errno, failed.message
     command = spec.argv[0]
     if stage == "exec" and number == errno.ENOENT:
         return CommandNotFound(f"{command}: command not found", stage=stage, errno=number)

@@ -24,12 +24,12 @@ or a crash of the service does not touch it). It:
 Because the outcome is a file and the shim outlives the service, a restarted
 service learns the exit status even of a job that ended while it was down.
 
-Protocol with the launcher, on one SOCK_SEQPACKET connection per shim: the shim
-sends ``READY`` with its pidfd and the error pipe; the launcher sends the JSON
-``Request`` (with the prepared network namespace attached, if any); the shim
-answers with one JSON report, ``cloned`` (with the pidfd of the job's first
-process) or ``failed``. End of file instead of a request means nobody needs
-this spare any more.
+Protocol with the launcher (its messages are in ``_protocol``), on one
+SOCK_SEQPACKET connection per shim: the shim sends ``READY`` with its pidfd and
+the error pipe; the launcher sends a ``Request`` (with the prepared network
+namespace attached, if any); the shim answers ``Cloned`` (with the pidfd of the
+job's first process) or ``Failed``. End of file instead of a request means
+nobody needs this spare any more.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from __future__ import annotations
 import array
 import contextlib
 import fcntl
-import json
 import os
 import select
 import signal
@@ -46,9 +45,18 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from jobworker.isolation import child, syscalls
+from jobworker.isolation._protocol import (
+    MAX_REQUEST,
+    READY,
+    Cloned,
+    Failed,
+    ProcessSetup,
+    Request,
+    ShimState,
+)
 from jobworker.isolation.cgroups import JobCgroup, Usage
 from jobworker.isolation.errors import IsolationError
 from jobworker.isolation.namespaces import CLONE_NEWPID
@@ -61,18 +69,7 @@ from jobworker.isolation.outcome import (
 )
 from jobworker.isolation.outputlog import OutputLogWriter, Stream
 from jobworker.isolation.procfs import start_ticks
-
-OUTPUT_LOG = "output.log"
-OUTCOME = "outcome.json"
-SHIM_STATE = "shim.json"
-SHIM_LOG = "shim.log"
-ACCOUNT_FILES = ("passwd", "group")
-"""The job's view of /etc/passwd and /etc/group, when its user needs naming there."""
-
-READY = b"ready"
-MAX_REQUEST = 1 << 20
-"""Bigger than any request the launcher accepts: argv and env are capped at 128 KiB,
-which JSON's escapes can at most make six times larger."""
+from jobworker.isolation.rundir import RunDir
 
 _PIPE_SIZE = 1 << 20
 """A deep pipe lets a fast job keep writing while the shim is busy writing the log."""
@@ -84,39 +81,6 @@ Only a process that escaped the job's cgroup can keep the pipes open longer.
 """
 
 _EMPTY_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class Request:
-    """What the launcher asks for, as sent through the fork server."""
-
-    job_id: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str
-    cgroup: str
-    run_dir: str
-    output_cap: int | None
-    pid_namespace: bool
-    unshare_flags: int
-    private_mounts: bool
-    hostname: str | None
-    uid: int | None
-    """The user the command runs as; None keeps the shim's (root), gid and groups too."""
-    gid: int | None
-    groups: list[int]
-    no_new_privs: bool
-    account: list[str] | None
-    """A passwd and a group line naming a user the host does not know, for the job's /etc."""
-
-    def to_json(self) -> bytes:
-        """Wire form: UTF-8, so it stays close to the size the spec caps (under MAX_REQUEST)."""
-        return json.dumps(self.__dict__, ensure_ascii=False).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Request:
-        """Inverse of ``to_json``."""
-        return cls(**json.loads(raw))
 
 
 def serve(connection: socket.socket) -> NoReturn:
@@ -139,9 +103,9 @@ def serve(connection: socket.socket) -> NoReturn:
             os._exit(0)
         if not message:
             os._exit(0)  # the launcher closed, or has no job for this spare
-        request = Request.from_json(message)
+        request = Request.decode(message)
         syscalls.set_process_name("jobworker-shim")
-        _log_to(Path(request.run_dir) / SHIM_LOG)
+        _log_to(request.run_dir.shim_log)
         _Shim(request, pipes, ignored_signals).run(connection, fds[0] if fds else None)
     except BaseException:
         # Nothing may escape: this process was forked from the fork server's loop.
@@ -149,7 +113,7 @@ def serve(connection: socket.socket) -> NoReturn:
             traceback.print_exc()
         if request is not None:
             with contextlib.suppress(BaseException):
-                JobCgroup(Path(request.cgroup)).kill()
+                JobCgroup(request.cgroup).kill()
     os._exit(0)
 
 
@@ -190,22 +154,22 @@ class _Shim:
         self.request = request
         self.pipes = pipes
         self.ignored_signals = ignored_signals
-        self.run_dir = Path(request.run_dir)
-        self.cgroup = JobCgroup(Path(request.cgroup))
-        self.outcome = OutcomeFile(self.run_dir / OUTCOME)
+        self.run_dir = request.run_dir
+        self.cgroup = JobCgroup(request.cgroup)
+        self.outcome = OutcomeFile(self.run_dir.outcome)
         self.notes: list[str] = []
 
     def run(self, connection: socket.socket, netns_fd: int | None) -> None:
         request, pipes = self.request, self.pipes
-        log = OutputLogWriter(self.run_dir / OUTPUT_LOG, request.output_cap)
-        status_r, status_w = os.pipe2(os.O_CLOEXEC) if request.pid_namespace else (-1, -1)
+        log = OutputLogWriter(self.run_dir.output_log, request.output_cap)
+        status_r, status_w = os.pipe2(os.O_CLOEXEC) if request.process.pid_namespace else (-1, -1)
         started_at = utcnow()
         try:
             plan = self._plan(status_w, netns_fd)  # before the clone: the child does less
             pid, main_pidfd = self._clone()
         except _SetupFailed as failed:
             self._release_cgroup()
-            _send(connection, failed.report())
+            _send(connection, failed.report.encode())
             return
         if pid == 0:
             ours = (pipes.stdout_r, pipes.stderr_r, status_r)
@@ -221,7 +185,7 @@ class _Shim:
         # While the job's first process sets itself up and execs. Before the report,
         # so that once the launch has succeeded a restarted service can adopt the job.
         self._save_state(pid, started_at)
-        _send(connection, _cloned_report(pid, started_at), fds=[main_pidfd])
+        _send(connection, Cloned(pid, started_at).encode(), fds=[main_pidfd])
         connection.close()
         self.outcome.reserve()  # now, while there may still be space: see OutcomeFile
         # If the exec fails, the first process exits with 127 and this shim records
@@ -248,7 +212,7 @@ class _Shim:
             raise _SetupFailed("cgroup", error.errno or 0, error.strerror or str(error)) from None
         try:
             return syscalls.clone_into_cgroup(
-                group, CLONE_NEWPID if self.request.pid_namespace else 0
+                group, CLONE_NEWPID if self.request.process.pid_namespace else 0
             )
         except OSError as error:
             raise _SetupFailed("clone", error.errno or 0, error.strerror or str(error)) from None
@@ -256,21 +220,10 @@ class _Shim:
             os.close(group)  # in the child too: its cgroup is set for good
 
     def _plan(self, status_w: int, netns_fd: int | None) -> child.ChildPlan:
-        request = self.request
         return child.ChildPlan(
-            argv=request.argv,
-            env=request.env,
-            cwd=request.cwd,
+            process=self.request.process,
             netns_fd=netns_fd,
-            unshare_flags=request.unshare_flags,
-            private_mounts=request.private_mounts,
-            mount_proc=request.pid_namespace,
-            hostname=request.hostname,
             account_files=self._account_files(),
-            uid=request.uid,
-            gid=request.gid,
-            groups=tuple(request.groups),
-            no_new_privs=request.no_new_privs,
             stdout_fd=self.pipes.stdout_w,
             stderr_fd=self.pipes.stderr_w,
             error_fd=self.pipes.error_w,
@@ -288,10 +241,10 @@ class _Shim:
         if self.request.account is None:
             return None
         paths = []
+        copies = {Path("/etc/passwd"): self.run_dir.passwd, Path("/etc/group"): self.run_dir.group}
         try:
-            for name, line in zip(ACCOUNT_FILES, self.request.account, strict=True):
-                host = Path("/etc", name).read_text()
-                path = self.run_dir / name
+            for (original, path), line in zip(copies.items(), self.request.account, strict=True):
+                host = original.read_text()
                 path.write_text(host + ("" if host.endswith("\n") or not host else "\n") + line)
                 path.chmod(0o644)
                 paths.append(str(path))
@@ -303,7 +256,8 @@ class _Shim:
         """Record who we are so a restarted service can find us and the job again."""
         # Not fsynced: it only matters while this process lives, and it is on the
         # launch path, where every millisecond counts.
-        write_atomically(self.run_dir / SHIM_STATE, _state(pid, started_at), durable=False)
+        state = _state(pid, started_at).encode()
+        write_atomically(self.run_dir.shim_state, state, durable=False)
 
     def _supervise(
         self, log: OutputLogWriter, pid: int, main_pidfd: int, streams: dict[int, Stream]
@@ -367,21 +321,22 @@ class _Shim:
         return remains.oom_killed, remains.usage
 
 
-def _state(pid: int, started_at: datetime) -> str:
-    """The text of the shim state file, for the job whose first process is ``pid``."""
-    return json.dumps(
-        {
-            "shim_pid": os.getpid(),
-            "shim_ticks": start_ticks(os.getpid()),
-            "main_pid": pid,
-            "main_ticks": start_ticks(pid),
-            "started_at": started_at.isoformat(),
-        }
+def _state(pid: int, started_at: datetime) -> ShimState:
+    """What the shim state file says of this shim and the job whose first process is ``pid``."""
+    return ShimState(
+        shim_pid=os.getpid(),
+        shim_ticks=_ticks(os.getpid()),
+        main_pid=pid,
+        main_ticks=_ticks(pid),
+        started_at=started_at,
     )
 
 
-def _cloned_report(pid: int, started_at: datetime) -> dict[str, Any]:
-    return {"event": "cloned", "pid": pid, "started_at": started_at.isoformat()}
+def _ticks(pid: int) -> int:
+    """When this process or its child (not reaped yet, so still in /proc) started."""
+    ticks = start_ticks(pid)
+    assert ticks is not None, f"process {pid} is not in /proc"
+    return ticks
 
 
 def _rehearse(pipes: _Pipes, ignored_signals: tuple[int, ...]) -> None:
@@ -396,30 +351,25 @@ def _rehearse(pipes: _Pipes, ignored_signals: tuple[int, ...]) -> None:
     trace outside this process.
     """
     rehearsal = Request(
-        job_id="00000000-0000-0000-0000-000000000000",
-        argv=["/bin/true", "--rehearsal"],
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/", "JOBWORKER_JOB_ID": "-"},
-        cwd="/",
-        cgroup="/sys/fs/cgroup/jobworker/jobs/rehearsal",
-        run_dir="/run/jobworker/jobs/rehearsal",
+        job_id="rehearsal",
+        cgroup=Path("/sys/fs/cgroup/jobworker/jobs/rehearsal"),
+        run_dir=RunDir(Path("/run/jobworker/jobs/rehearsal")),
+        process=ProcessSetup(
+            argv=("/bin/true", "--rehearsal"),
+            env={"PATH": "/usr/bin:/bin"},
+            uid=65534,
+            gid=65534,
+            groups=(65534,),
+        ),
         output_cap=1 << 30,
-        pid_namespace=False,
-        unshare_flags=0,
-        private_mounts=False,
-        hostname=None,
-        uid=65534,
-        gid=65534,
-        groups=[65534],
-        no_new_privs=True,
-        account=None,
     )
-    request = Request.from_json(rehearsal.to_json())
+    request = Request.decode(rehearsal.encode())
     shim = _Shim(request, pipes, ignored_signals)
-    _ = Path(request.run_dir) / SHIM_LOG, shim.run_dir / OUTPUT_LOG, shim.run_dir / SHIM_STATE
+    _ = request.run_dir.shim_log, shim.run_dir.output_log, shim.run_dir.shim_state
     shim._plan(-1, None)
     started_at = utcnow()
-    _state(os.getpid(), started_at)
-    json.dumps(_cloned_report(os.getpid(), started_at))
+    _state(os.getpid(), started_at).encode()
+    Cloned(os.getpid(), started_at).encode()
 
 
 def _pipe() -> tuple[int, int]:
@@ -451,25 +401,13 @@ class _SetupFailed(Exception):
 
     def __init__(self, stage: str, errno: int, message: str) -> None:
         super().__init__(f"{stage}: {message}")
-        self.stage, self.errno, self.message = stage, errno, message
-
-    def report(self) -> dict[str, Any]:
-        """The launcher's view: see ``launcher._launch_error``."""
-        return {
-            "event": "failed",
-            "stage": self.stage,
-            "errno": self.errno,
-            "message": self.message,
-        }
+        self.report = Failed(stage, errno, message)
 
 
-def _send(
-    report: socket.socket, message: dict[str, Any] | bytes, fds: list[int] | None = None
-) -> None:
-    payload = message if isinstance(message, bytes) else json.dumps(message).encode()
+def _send(report: socket.socket, message: bytes, fds: list[int] | None = None) -> None:
     ancillary = []
     if fds:
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
     # If the launcher gave up waiting, the outcome file still tells the story.
     with contextlib.suppress(OSError):
-        report.sendmsg([payload], ancillary)
+        report.sendmsg([message], ancillary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from jobworker.isolation.credentials import Credentials
@@ -52,8 +52,8 @@ class JobSpec:
     user: Credentials | None = None
     """None: the command runs as the service does (root), with all its groups."""
 
-    def validate(self, *, sys_root: Path = Path("/sys")) -> list[tuple[str, str]]:
-        """Refuse anything invalid before a cgroup or process exists; return the cgroup settings."""
+    def validate(self, *, sys_root: Path = Path("/sys")) -> ValidSpec:
+        """Refuse anything invalid before a cgroup or process exists; what may be launched."""
         if not _JOB_ID.fullmatch(self.job_id):
             raise InvalidSpec("job_id", f"{self.job_id!r} is not a valid job id")
         if not self.argv or not self.argv[0]:
@@ -80,4 +80,25 @@ class JobSpec:
         settings = cgroup_settings(self.limits, sys_root=sys_root)
         if self.namespaces.pid and self.limits.pids is not None and self.limits.pids < 2:
             raise InvalidSpec("pids", "must be at least 2 with a pid namespace: its init counts")
-        return settings
+        return ValidSpec(self, tuple(settings))
+
+
+@dataclass(frozen=True)
+class ValidSpec:
+    """A ``JobSpec`` that ``JobSpec.validate`` accepted, with the cgroup settings it came to.
+
+    Made by ``validate`` only: ``Launcher.launch`` takes nothing else, so no job starts
+    unchecked, and a caller that validated early (before making anything for the job)
+    does not have the spec validated twice.
+    """
+
+    spec: JobSpec
+    cgroup_settings: tuple[tuple[str, str], ...]
+
+    def as_user(self, user: Credentials) -> ValidSpec:
+        """The same job run as ``user``: who runs a job is not part of what is validated.
+
+        For a caller that picks the user after validating, as when the user is made
+        for the job only once the job is known to be valid.
+        """
+        return replace(self, spec=replace(self.spec, user=user))

@@ -9,7 +9,7 @@ never waits on fsync.
 State directory (mode 0700: job records name commands, which may be confidential)::
 
     <state>/jobworker.db        job records (SQLite, WAL, fsync on commit; mode 0600)
-    <state>/jobs/<id>/          the job's run directory: output.log, outcome.json, ...
+    <state>/jobs/<id>/          the job's run directory: its output, outcome, ... (see ``RunDir``)
 
 Transient users' home directories live apart, in ``<state>-home/<id>`` by
 default (mode 0711: a job can reach its own home without seeing the others).
@@ -46,8 +46,8 @@ from jobworker.isolation.launcher import Launcher, RunningJob
 from jobworker.isolation.limits import Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome, utcnow
-from jobworker.isolation.shim import OUTPUT_LOG
-from jobworker.isolation.spec import JobSpec
+from jobworker.isolation.rundir import RunDir
+from jobworker.isolation.spec import JobSpec, ValidSpec
 from jobworker.runner import defaults
 from jobworker.runner.errors import (
     CapacityExhausted,
@@ -194,6 +194,9 @@ class Runner:
         """Where each job's run directory lives."""
         return self.config.state_dir / "jobs"
 
+    def _run_dir(self, job_id: str) -> RunDir:
+        return RunDir(self.jobs_dir / job_id)
+
     @classmethod
     async def open(cls, config: RunnerConfig) -> Runner:
         """Check the host, prepare the state directory, and re-adopt jobs of an earlier run."""
@@ -253,10 +256,11 @@ class Runner:
         # Off the event loop: user lookups may ask a directory server, validation
         # stats device paths, and the job's directories are made on disk.
         try:
-            spec, settings = await asyncio.to_thread(self._prepare, spec, request)
+            valid = await asyncio.to_thread(self._prepare, spec, request)
         except BaseException:
             self._quota.release(job_id)
             raise
+        spec = valid.spec
         assert spec.user is not None
         record = JobRecord(
             id=job_id,
@@ -276,7 +280,7 @@ class Runner:
         # start time takes that from the job's shim when it re-adopts the job.
         stored = asyncio.ensure_future(self._db(self._store.put, record))
         try:
-            handle = await self._launcher.launch(spec, settings)
+            handle = await self._launcher.launch(valid)
         except BaseException as error:
             await self._forget(record, stored)
             raise _translate(error) from error
@@ -291,23 +295,20 @@ class Runner:
         log.info("job %s started for %s: %s", job_id, owner, " ".join(spec.argv))
         return record
 
-    def _prepare(
-        self, spec: JobSpec, request: StartRequest
-    ) -> tuple[JobSpec, list[tuple[str, str]]]:
-        """Who the job runs as, its validated cgroup settings, its directories (blocking).
+    def _prepare(self, spec: JobSpec, request: StartRequest) -> ValidSpec:
+        """The job validated, with the user it runs as; its directories made (blocking).
 
         Nothing exists yet when a check fails; once the directories are being made,
         a failure removes them and gives a transient user back.
         """
         try:
             user = self._users.choose(request.user, anyone=request.user_by_admin)
-            settings = spec.validate()  # before anything exists, the record included
+            valid = spec.validate()  # before anything exists, the record included
         except isolation.InvalidSpec as error:
             raise _translate(error) from error
         _check_free_space(self.config.state_dir, self.config.min_free_bytes)
         if user is None:
             user = self._transient.allocate(spec.job_id)
-        spec = replace(spec, user=user)
         try:
             spec.run_dir.mkdir(mode=0o700)
             if not user.listed:
@@ -318,7 +319,7 @@ class Runner:
             self._clean_up_user(spec.job_id, user.uid)
             shutil.rmtree(spec.run_dir, ignore_errors=True)
             raise
-        return spec, settings
+        return valid.as_user(user)
 
     async def _forget(self, record: JobRecord, stored: asyncio.Future[None]) -> None:
         """Undo a start that failed: no record and no files are left of it."""
@@ -460,7 +461,7 @@ class Runner:
             await self.get(job_id)
         ended = active.ended if active is not None else self._always_ended
         return read_output(
-            self.jobs_dir / job_id / OUTPUT_LOG,
+            self._run_dir(job_id).output_log,
             offset,
             follow=follow,
             watcher=self._watcher,
@@ -524,11 +525,11 @@ class Runner:
         finally:
             del self._active[final.id]
             try:  # before anyone may remove the job: what its output holds from now on
-                size = await asyncio.to_thread(_log_size, self.jobs_dir, final.id)
+                size = await asyncio.to_thread(_log_size, self._run_dir(final.id))
                 self._quota.hold(final.id, size)
             finally:
                 active.ended.set()
-                self._watcher.wake(self.jobs_dir / final.id / OUTPUT_LOG)  # followers look now
+                self._watcher.wake(self._run_dir(final.id).output_log)  # followers look now
             if not active.handle.cgroup.path.exists():  # else its uid stays taken until a restart
                 await asyncio.to_thread(self._clean_up_user, final.id, final.uid)
         log.info("job %s %s: %s", final.id, final.state.value, _describe_end(final))
@@ -581,7 +582,7 @@ class Runner:
                     log.exception("job %s: its leftovers could not be removed", group.name)
         for record in await self._db(self._store.records):
             if record.ended:
-                self._quota.hold(record.id, _log_size(self.jobs_dir, record.id))
+                self._quota.hold(record.id, _log_size(self._run_dir(record.id)))
                 await self._retention.remove_or_schedule(record)
             elif record.id in self._active:  # its cap is what it may still write
                 self._quota.hold(record.id, self.config.output_cap_bytes or 0)
@@ -727,10 +728,10 @@ def _check_free_space(state_dir: Path, reserve: int) -> None:
         )
 
 
-def _log_size(jobs_dir: Path, job_id: str) -> int:
+def _log_size(run_dir: RunDir) -> int:
     """Bytes a job's output log takes now; 0 if it has none."""
     try:
-        return (jobs_dir / job_id / OUTPUT_LOG).stat().st_size
+        return run_dir.output_log.stat().st_size
     except OSError:
         return 0
 

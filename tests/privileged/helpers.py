@@ -69,7 +69,7 @@ class Jobs:
         )
 
     async def start(self, *argv: str, **options: Any) -> RunningJob:
-        return await self.launcher.launch(self.spec(*argv, **options))
+        return await self.launcher.launch(self.spec(*argv, **options).validate())
 
     async def finish(self, job: RunningJob) -> Finished:
         outcome = await job.wait()

@@ -23,7 +23,7 @@ from jobworker.isolation.limits import Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome
 from jobworker.isolation.outputlog import Kind, OutputLogReader
-from jobworker.isolation.shim import OUTCOME
+from jobworker.isolation.rundir import RunDir
 from tests.privileged.helpers import (
     Jobs,
     count_zombies,
@@ -66,7 +66,7 @@ def test_the_command_runs_inside_its_cgroup_from_the_start(
     spec = jobs.spec("cat", "/proc/self/cgroup", namespaces=namespaces)
 
     async def scenario() -> bytes:
-        job = await jobs.launcher.launch(spec)
+        job = await jobs.launcher.launch(spec.validate())
         return (await jobs.finish(job)).stdout
 
     relative = jobs.launcher.host.job_group(spec.job_id).path.relative_to(jobs.launcher.host.mount)
@@ -85,7 +85,7 @@ def test_environment_and_working_directory(jobs: Jobs, tmp_path: Path) -> None:
         )
 
         async def scenario() -> bytes:
-            return (await jobs.finish(await jobs.launcher.launch(spec))).stdout
+            return (await jobs.finish(await jobs.launcher.launch(spec.validate()))).stdout
 
         lines = run(scenario()).decode().splitlines()
     finally:
@@ -113,7 +113,7 @@ def test_a_command_that_cannot_start_fails_at_launch_with_the_reason(
 ) -> None:
     spec = jobs.spec(*argv, cwd=cwd, namespaces=namespaces)
     with pytest.raises(error) as raised:
-        run(jobs.launcher.launch(spec))
+        run(jobs.launcher.launch(spec.validate()))
     assert argv[0] in str(raised.value) or cwd in str(raised.value)
     assert not jobs.launcher.host.job_group(spec.job_id).path.exists()
 
@@ -142,7 +142,7 @@ def test_invalid_limits_are_refused_before_anything_exists(
 ) -> None:
     spec = jobs.spec("true", limits=limits)
     with pytest.raises(InvalidSpec) as raised:
-        run(jobs.launcher.launch(spec))
+        spec.validate()
     assert raised.value.field == field
     assert not jobs.launcher.host.job_group(spec.job_id).path.exists()
 
@@ -323,7 +323,7 @@ def test_adopting_a_job_whose_shim_died_kills_it_and_says_so(jobs: Jobs) -> None
     assert adopted.signal is None
     assert adopted.note is not None
     assert "unknown" in adopted.note
-    assert not (job.run_dir / OUTCOME).exists()
+    assert not RunDir(job.run_dir).outcome.exists()
     assert not Path(f"/proc/{job.pid}").exists()
     assert not job.cgroup.path.exists()
 

@@ -145,7 +145,7 @@ def test_uts_namespace_names_the_host_after_the_job(jobs: Jobs) -> None:
     spec = jobs.spec("hostname")
 
     async def scenario() -> bytes:
-        return (await jobs.finish(await jobs.launcher.launch(spec))).stdout
+        return (await jobs.finish(await jobs.launcher.launch(spec.validate()))).stdout
 
     assert run(scenario()).decode().strip() == spec.job_id
     assert socket.gethostname() != spec.job_id

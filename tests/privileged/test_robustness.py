@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sqlite3
@@ -22,9 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from jobworker.isolation._protocol import ShimState
 from jobworker.isolation.cgroups import CgroupHost
 from jobworker.isolation.launcher import Launcher
 from jobworker.isolation.limits import Limits
+from jobworker.isolation.rundir import RunDir
 from jobworker.runner.errors import CapacityExhausted
 from jobworker.runner.records import JobState
 from jobworker.runner.runner import Runner, RunnerConfig, StartRequest
@@ -103,8 +104,9 @@ def test_the_service_starts_past_a_nested_group_left_by_a_job_whose_shim_died(
         job = await runner.start(as_root(f"{NESTED}; exec sleep 600"), owner="admin")
         await wait_for_output(runner, job.id, b"ready")
         await runner.close()  # the job runs on, as after a restart
-        state = json.loads((config.state_dir / "jobs" / job.id / "shim.json").read_text())
-        os.kill(state["shim_pid"], signal.SIGKILL)  # nobody is left to tear the job down
+        state_file = RunDir(config.state_dir / "jobs" / job.id).shim_state
+        # Nobody is left to tear the job down.
+        os.kill(ShimState.decode(state_file.read_text()).shim_pid, signal.SIGKILL)
         runner = await Runner.open(config)
         try:
             record = await runner.get(job.id)
@@ -184,8 +186,8 @@ def test_damaged_records_and_state_files_make_only_their_jobs_lost(config: Runne
         run_dirs = config.state_dir / "jobs"
         with sqlite3.connect(config.state_dir / "jobworker.db") as db:
             db.execute("UPDATE jobs SET record = '{broken' WHERE id = ?", (jobs["record"],))
-        (run_dirs / jobs["shim_state"] / "shim.json").write_text("{not json")
-        outcome = run_dirs / jobs["outcome"] / "outcome.json"
+        RunDir(run_dirs / jobs["shim_state"]).shim_state.write_text("{not json")
+        outcome = RunDir(run_dirs / jobs["outcome"]).outcome
         while not outcome.exists():
             await asyncio.sleep(0.2)  # that job ends while no service runs
         outcome.write_text('{"exit_code": 0}')

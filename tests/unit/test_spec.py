@@ -28,17 +28,30 @@ def refused_field(job: JobSpec, **kwargs: Path) -> str:
 
 
 def test_minimal_spec_is_valid():
-    assert spec().validate() == [("memory.oom.group", "1")]
+    valid = spec().validate()
+    assert valid.spec == spec()
+    assert valid.cgroup_settings == (("memory.oom.group", "1"),)
 
 
 def test_validate_returns_the_cgroup_settings(fake_sys):
     job = spec(limits=Limits(cpu_cores=0.5, pids=10, io=(IOLimit("8:1", read_bps=5),)))
-    assert job.validate(sys_root=fake_sys) == [
+    assert job.validate(sys_root=fake_sys).cgroup_settings == (
         ("memory.oom.group", "1"),
         ("cpu.max", "50000 100000"),
         ("pids.max", "10"),
         ("io.max", "8:0 rbps=5"),
-    ]
+    )
+
+
+def test_a_valid_spec_given_a_user_keeps_everything_else(fake_sys):
+    job = spec(limits=Limits(pids=10), cwd="/tmp")
+    user = Credentials.transient("job-1", 70000, "/home/job-1")
+    valid = job.validate(sys_root=fake_sys)
+    as_user = valid.as_user(user)
+    assert as_user.spec.user == user
+    assert as_user.spec == JobSpec(**{**job.__dict__, "user": user})
+    assert as_user.cgroup_settings == valid.cgroup_settings
+    assert valid.spec.user is None
 
 
 def test_limits_errors_come_through():
@@ -190,12 +203,12 @@ def test_pid_namespace_needs_room_for_its_init(pids):
 
 
 def test_two_pids_with_a_pid_namespace():
-    assert ("pids.max", "2") in spec(limits=Limits(pids=2)).validate()
+    assert ("pids.max", "2") in spec(limits=Limits(pids=2)).validate().cgroup_settings
 
 
 def test_one_pid_without_a_pid_namespace():
     job = spec(limits=Limits(pids=1), namespaces=Namespaces(pid=False))
-    assert ("pids.max", "1") in job.validate()
+    assert ("pids.max", "1") in job.validate().cgroup_settings
 
 
 def test_zero_pids_without_a_pid_namespace_is_still_refused():
