@@ -50,9 +50,9 @@ SERVICE_NAME = jobworker_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 GRPC_OPTIONS = (
     # gRPC cancels a call that has waited 30 s for the server to take it up, and the
     # caller sees a bare CANCELLED. The asyncio server takes up one call per turn of
-    # its event loop, so a busy loop (64 followers of a fast job in the test VM,
-    # issue 7) left later calls waiting that long. How long a caller is prepared to
-    # wait is for its own deadline to say; the hour is only a backstop.
+    # its event loop, so a busy loop (64 followers of a fast job in the test VM)
+    # left later calls waiting that long. How long a caller is prepared to wait is
+    # for its own deadline to say; the hour is only a backstop.
     ("grpc.server_max_unrequested_time_in_server", 3600),
 )
 

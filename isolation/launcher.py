@@ -117,7 +117,7 @@ class Launcher:
                 os.close(netns_fd)
             # Once the loop is free, after the launch and (usually) after the reply has
             # been handed to gRPC: forking a new spare then competes with neither. Run
-            # inline, it cost the launch ~6 ms in the test VM (issue 7).
+            # inline, it cost the launch ~6 ms in the test VM.
             asyncio.get_running_loop().call_soon(self._order_spares)
 
     async def _spawn(

@@ -8,7 +8,7 @@ or a crash of the service does not touch it). It:
 0. as a spare: makes itself a session leader, opens the job's output pipes,
    tells the launcher it is ready (sending a pidfd of itself and the read end
    of the job's launch-error pipe), and waits for a job. Forking and preparing
-   a Python process is most of what a launch used to cost, and none of it
+   a Python process is most of what a launch would cost, and none of it
    depends on the job, so it happens off the launch path;
 1. clones the job's first process straight into the job's cgroup (see
    ``child``) and reports its pid and a pidfd for it. Whether the command then
@@ -345,10 +345,10 @@ def _rehearse(pipes: _Pipes, ignored_signals: tuple[int, ...]) -> None:
     A spare is a copy-on-write fork of the fork server, so the first run of any
     code in it copies every page whose objects that code touches (reference
     counts, allocator arenas), one page fault each. In the test VM those faults
-    took about half of the 14 ms between a request's arrival and the clone
-    (issue 7). Taking them here moves them off the launch path at no cost in
-    memory, since the launch would copy the same pages. Nothing here leaves a
-    trace outside this process.
+    took about half of the 14 ms between a request's arrival and the clone.
+    Taking them here moves them off the launch path at no cost in memory, since
+    the launch would copy the same pages. Nothing here leaves a trace outside
+    this process.
     """
     rehearsal = Request(
         job_id="rehearsal",

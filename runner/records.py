@@ -98,7 +98,7 @@ class JobRecord:
         """Serialise for the record store.
 
         Built field by field rather than with ``dataclasses.asdict``, whose deep
-        copies were the largest CPU cost of the database thread (py-spy, issue 7).
+        copies were the largest CPU cost of the database thread (measured with py-spy).
         """
         limits = self.limits
         data: dict[str, Any] = {
