@@ -559,6 +559,7 @@ def test_many_jobs_and_a_hundred_readers_in_one_process(config: RunnerConfig) ->
     async def body(runner: Runner) -> tuple[int, int, int]:
         gc.collect()  # an earlier test's garbage must not close fds in the middle of the count
         fds_before, zombies_before = len(os.listdir("/proc/self/fd")), count_zombies()
+        threads_before = threading.active_count()
         gate = asyncio.Semaphore(16)
 
         async def start(index: int) -> str:
@@ -571,7 +572,7 @@ def test_many_jobs_and_a_hundred_readers_in_one_process(config: RunnerConfig) ->
         ids = await asyncio.gather(*(start(i) for i in range(count)))
         assert runner.running() == count
         rss = int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0])
-        threads = threading.active_count()
+        threads = threading.active_count() - threads_before
 
         async def read(job_id: str) -> bytes:
             stdout, _, _ = await collect(await runner.stream(job_id))
@@ -587,8 +588,10 @@ def test_many_jobs_and_a_hundred_readers_in_one_process(config: RunnerConfig) ->
         return rss, threads, len((await runner.list_jobs(page_size=count)).records)
 
     rss, threads, listed = with_runner(replace(config, max_running_jobs=count), body)
-    print(f"\nservice RSS with {count} running jobs: {rss / 1024:.1f} MiB; threads: {threads}")
+    print(f"\nservice RSS with {count} running jobs: {rss / 1024:.1f} MiB; new threads: {threads}")
     assert listed == count
-    assert threads < 10, "no thread per job"
+    # No thread per job: at most asyncio's default executor (its size depends on the
+    # CPUs, not on the jobs) and the network-namespace thread may have started.
+    assert threads <= min(32, (os.cpu_count() or 1) + 4) + 1, "no thread per job"
     jobs_group = CGROUP_ROOT / (config.cgroup_parent or "").lstrip("/") / "jobs"
     assert not [group for group in jobs_group.iterdir() if group.is_dir()], "job cgroups left"
