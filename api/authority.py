@@ -49,16 +49,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from jobworker.api.certfiles import locked, make_private_directory, refuse_existing, write_files
-from jobworker.api.certindex import INDEX_NAME, IssuedCertificate, index_json, read_index
-from jobworker.api.certs import CertificateError, InvalidName, UnknownCertificate
-from jobworker.api.identity import ROLE_URI_PREFIX, check_user, parse_serial, serial_text
-from jobworker.api.revocation import (
+from jobworker.api._certfiles import locked, make_private_directory, refuse_existing, write_files
+from jobworker.api._certindex import INDEX_NAME, IssuedCertificate, index_json, read_index
+from jobworker.api._identity import ROLE_URI_PREFIX, check_user, parse_serial, serial_text
+from jobworker.api._revocation import (
     CRL_NAME,
     read_revocation_list,
     revoked_serials,
     sign_revocation_list,
 )
+from jobworker.api.certs import CertificateError, InvalidName, UnknownCertificate
 from jobworker.api.roles import FIRST_ADMIN, Role
 
 __all__ = ["Revocation", "init_authority", "issue_client", "revoke"]

@@ -1,10 +1,10 @@
 """The errors of everything that handles certificates.
 
 The deployment's certificates are made by ``authority`` (a private CA, the server, its
-clients), kept track of in ``certindex`` and written by ``certfiles``, revoked through
-``revocation``, and read on every call by ``identity``.
+clients), kept track of in ``_certindex`` and written by ``_certfiles``, revoked through
+``_revocation``, and read on every call by ``_identity``.
 
-Errors of ``identity``, ``authority``, ``certindex``, ``certfiles`` and ``revocation``,
+Errors of ``_identity``, ``authority``, ``_certindex``, ``_certfiles`` and ``_revocation``,
 each with a one-line message naming the problem::
 
     CertificateError             the CA or a file of it is unusable, or a peer certificate

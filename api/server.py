@@ -35,11 +35,11 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from jobworker.api._interceptor import AuthInterceptor
+from jobworker.api._keyscan import find_private_key
+from jobworker.api._revocation import CRL_NAME, read_revocation_list, revoked_serials
+from jobworker.api._service import JobService
 from jobworker.api.certs import RevocationListError
-from jobworker.api.interceptor import AuthInterceptor
-from jobworker.api.keyscan import find_private_key
-from jobworker.api.revocation import CRL_NAME, read_revocation_list, revoked_serials
-from jobworker.api.service import JobService
 from jobworker.api.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_USER, StreamSlots
 from jobworker.runner.runner import Runner, RunnerConfig
 from jobworker.v1 import jobworker_pb2, jobworker_pb2_grpc

@@ -27,9 +27,9 @@ from jobworker.isolation.cgroups import Usage
 from jobworker.isolation.limits import Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome
+from jobworker.runner._store import RecordStore
 from jobworker.runner.pages import Position
 from jobworker.runner.records import JobRecord, JobState
-from jobworker.runner.store import RecordStore
 
 SIZES = (100, 100_000)
 PAGE = 100

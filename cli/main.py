@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from jobworker.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError
-from jobworker.cli.parser import build
+from jobworker.cli._errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError
+from jobworker.cli._parser import build
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -13,5 +13,5 @@ No gRPC and no users here; ``runner`` calls this. The public modules are:
 - ``errors``: every error this layer raises.
 
 This file deliberately imports nothing: the fork server imports this package,
-and it must stay small to fork fast (see ``forkserver``).
+and it must stay small to fork fast (see ``_forkserver``).
 """

@@ -1,6 +1,6 @@
 """What the launcher, a shim and a job's first process tell each other, and the shim's state file.
 
-One SOCK_SEQPACKET connection per shim carries the conversation (see ``shim``): the
+One SOCK_SEQPACKET connection per shim carries the conversation (see ``_shim``): the
 shim sends ``READY``; the launcher sends a ``Request``; the shim answers ``Cloned`` or
 ``Failed``. A step of the job's first process that fails before its exec is reported
 on the launch-error pipe as a ``Failed`` too, in the same encoding, so the launcher

@@ -10,7 +10,7 @@ The service never sits in a group whose children get domain controllers (the
 kernel's no-internal-processes rule), so when it starts inside ``<base>`` or in
 the root group it moves itself into the ``supervisor`` leaf. Under systemd the
 base is a scope of the jobs' own and the service stays in its unit's group
-(see ``systemd``).
+(see ``_systemd``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobworker.isolation import syscalls
+from jobworker.isolation import _syscalls as syscalls
+from jobworker.isolation._mountinfo import read_mounts
+from jobworker.isolation._systemd import Scope
 from jobworker.isolation.errors import HostUnsupported, InvalidDevice, IsolationError
-from jobworker.isolation.mountinfo import read_mounts
-from jobworker.isolation.systemd import Scope
 
 REQUIRED_CONTROLLERS = ("cpu", "memory", "io", "pids")
 _V1_NAMES = {"cpu": "cpu", "memory": "memory", "io": "blkio", "pids": "pids"}

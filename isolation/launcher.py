@@ -1,7 +1,7 @@
 """The service-side API: launch jobs, signal and stop them, learn how they ended.
 
 Everything here runs in the service's asyncio loop and never forks: processes
-are created by the fork server (see ``forkserver``), so launching is safe in a
+are created by the fork server (see ``_forkserver``), so launching is safe in a
 multi-threaded server. The launcher keeps a couple of spare shims, forked and
 ready before any job needs them, and orders a new one after each launch. A
 launch goes:
@@ -30,7 +30,10 @@ import socket
 from datetime import datetime
 from pathlib import Path
 
-from jobworker.isolation import forkserver, supervisor
+from jobworker.isolation import _forkserver as forkserver
+from jobworker.isolation import _supervisor as supervisor
+from jobworker.isolation._netns import NetnsFactory
+from jobworker.isolation._procfs import open_pidfd
 from jobworker.isolation._protocol import (
     MAX_REQUEST,
     READY,
@@ -52,9 +55,7 @@ from jobworker.isolation.errors import (
     MalformedMessage,
     ResourcesExhausted,
 )
-from jobworker.isolation.netns import NetnsFactory
 from jobworker.isolation.outcome import Outcome, utcnow
-from jobworker.isolation.procfs import open_pidfd
 from jobworker.isolation.rundir import RunDir
 from jobworker.isolation.spec import JobSpec, ValidSpec, job_environment
 

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobworker.isolation import syscalls
+from jobworker.isolation import _syscalls as syscalls
 from jobworker.isolation.errors import OutputLogError
 
 MAGIC = b"JWLOG1\n\x00"

@@ -24,7 +24,7 @@ MAX_RUNNING_JOBS = 1000
 """Jobs running at once; more are refused until one ends."""
 
 KEEP_ENDED_SECONDS = 7 * 24 * 3600.0
-"""How long an ended job's record and output are kept (see ``retention``)."""
+"""How long an ended job's record and output are kept (see ``_retention``)."""
 
 OUTPUT_CAP_BYTES = 1 << 30
 """Output kept per job; the rest is dropped and readers are told."""
@@ -37,4 +37,4 @@ STOP_GRACE_SECONDS = 10.0
 that stops the jobs."""
 
 TRANSIENT_IDS = (0x70000000, 0x7000FFFF)
-"""First and last uid (and gid) of transient users; ``users`` says why these."""
+"""First and last uid (and gid) of transient users; ``_users`` says why these."""

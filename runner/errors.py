@@ -41,7 +41,7 @@ class InvalidRequest(RunnerError):
 
 
 class UserNotAllowed(RunnerError):
-    """The caller may not run a job as the user it asked for (see ``users``)."""
+    """The caller may not run a job as the user it asked for (see ``_users``)."""
 
 
 class LimitUnenforceable(RunnerError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobworker.isolation.outputlog import MAX_RECORD, Kind, OutputLogReader, Stream
-from jobworker.runner.inotify import FileWatcher
+from jobworker.runner._inotify import FileWatcher
 
 # ``Stream`` is the isolation layer's; it is exported here with the events that carry it,
 # so that the runner's callers need not reach past it.

@@ -49,6 +49,12 @@ from jobworker.isolation.outcome import Outcome, utcnow
 from jobworker.isolation.rundir import RunDir
 from jobworker.isolation.spec import JobSpec, ValidSpec
 from jobworker.runner import defaults
+from jobworker.runner._inotify import FileWatcher
+from jobworker.runner._job_limits import LimitPolicy
+from jobworker.runner._quota import OutputQuota
+from jobworker.runner._retention import Retention
+from jobworker.runner._store import RecordStore
+from jobworker.runner._users import IdRange, TransientUsers, UserPolicy
 from jobworker.runner.errors import (
     CapacityExhausted,
     HostUnsupported,
@@ -64,15 +70,9 @@ from jobworker.runner.errors import (
     StorageFull,
 )
 from jobworker.runner.host import JobPlacement, discover
-from jobworker.runner.inotify import FileWatcher
-from jobworker.runner.job_limits import LimitPolicy
 from jobworker.runner.output import OutputEvent, read_output
 from jobworker.runner.pages import JobPage, Position
-from jobworker.runner.quota import OutputQuota
 from jobworker.runner.records import JobRecord, JobState
-from jobworker.runner.retention import Retention
-from jobworker.runner.store import RecordStore
-from jobworker.runner.users import IdRange, TransientUsers, UserPolicy
 
 log = logging.getLogger("jobworker.runner")
 T = TypeVar("T")
@@ -91,7 +91,7 @@ class RunnerConfig:
     output_cap_bytes: int | None = defaults.OUTPUT_CAP_BYTES
     """Per job; output past it is dropped and the stream says so. None means no cap."""
     output_quota_bytes: int | None = None
-    """Output of all jobs together, ended ones included (see ``quota``); None: no quota."""
+    """Output of all jobs together, ended ones included (see ``_quota``); None: no quota."""
     min_free_bytes: int = defaults.MIN_FREE_BYTES
     """New jobs are refused while less is free under the state directory: records and the
     output of running jobs need the rest."""
@@ -103,7 +103,7 @@ class RunnerConfig:
     """How long an ended job's record and output are kept (None: until removed by hand)."""
     default_user: str | None = None
     """Who a job runs as when its request names nobody: USER or USER:GROUP, or None for a
-    transient user of its own (see ``users``). Resolved once, when the runner opens."""
+    transient user of its own (see ``_users``). Resolved once, when the runner opens."""
     allowed_users: tuple[str, ...] = ()
     """Accounts (USER or USER:GROUP) that non-admins may name besides the default user."""
     transient_ids: tuple[int, int] = defaults.TRANSIENT_IDS

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
+from jobworker.isolation._mountinfo import read_mounts
 from jobworker.isolation.limits import Limits
-from jobworker.isolation.mountinfo import read_mounts
 from jobworker.isolation.namespaces import Namespaces
 from tests.privileged.helpers import Jobs, output_contains, read_partial, run
 

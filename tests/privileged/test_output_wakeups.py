@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from jobworker.isolation.outputlog import OutputLogWriter, Stream
-from jobworker.runner.inotify import FileWatcher
+from jobworker.runner._inotify import FileWatcher
 from jobworker.runner.output import OutputChunk, read_output
 from tests.privileged.helpers import run
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from jobworker.isolation._mountinfo import read_mounts
 from jobworker.isolation.credentials import Credentials
 from jobworker.isolation.errors import BadWorkingDirectory
 from jobworker.isolation.limits import Limits
-from jobworker.isolation.mountinfo import read_mounts
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.v1 import jobworker_pb2 as pb
 from jobworker.v1 import jobworker_pb2_grpc as pb_grpc

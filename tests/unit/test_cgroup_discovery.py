@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from jobworker.isolation._systemd import Scope
 from jobworker.isolation.cgroups import CgroupHost, own_cgroup
 from jobworker.isolation.errors import HostUnsupported
-from jobworker.isolation.systemd import Scope
 
 ALL_CONTROLLERS = "cpuset cpu io memory hugetlb pids rdma misc"
 UNIFIED_HINT = "systemd.unified_cgroup_hierarchy=1"
@@ -158,7 +158,7 @@ def test_clone3_blocked_by_a_seccomp_filter(host):
 
 
 def test_clone3_is_really_probed_on_this_machine():
-    from jobworker.isolation import syscalls
+    from jobworker.isolation import _syscalls as syscalls
 
     assert syscalls.clone3_available()  # Linux 5.3+, no seccomp filter in the test run
 

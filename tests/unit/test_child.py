@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from jobworker.isolation import child
+from jobworker.isolation import _child as child
 from jobworker.isolation._protocol import Failed, ProcessSetup
 
 

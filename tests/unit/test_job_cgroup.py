@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from jobworker.isolation._systemd import Scope
 from jobworker.isolation.cgroups import CgroupHost, JobCgroup, Usage
 from jobworker.isolation.errors import HostUnsupported, InvalidDevice, IsolationError
-from jobworker.isolation.systemd import Scope
 
 CPU_STAT = """\
 usage_usec 1500

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobworker.isolation.mountinfo import Mount, mount_points, read_mounts
+from jobworker.isolation._mountinfo import Mount, mount_points, read_mounts
 
 
 def test_read_mounts_fields(tmp_path):

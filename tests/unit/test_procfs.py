@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jobworker.isolation.procfs import open_pidfd, start_ticks
+from jobworker.isolation._procfs import open_pidfd, start_ticks
 from tests import default_signals
 
 

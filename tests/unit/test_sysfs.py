@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobworker.isolation.sysfs import mounts_to_carry
+from jobworker.isolation._sysfs import mounts_to_carry
 
 
 def test_the_outermost_mounts_below_sys_are_carried_each_once() -> None:

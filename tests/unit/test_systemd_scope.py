@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobworker.isolation.systemd import Scope
+from jobworker.isolation._systemd import Scope
 
 PID = 4242
 SERVICE = {"INVOCATION_ID": "0123456789abcdef0123456789abcdef", "SYSTEMD_EXEC_PID": str(PID)}

@@ -18,8 +18,8 @@ import grpc
 import pytest
 from grpc import aio
 
+from jobworker.api._interceptor import AuthInterceptor
 from jobworker.api.authority import init_authority
-from jobworker.api.interceptor import AuthInterceptor
 from jobworker.api.server import TlsFiles
 from jobworker.runner.errors import JobNotFound
 from jobworker.v1 import jobworker_pb2 as pb

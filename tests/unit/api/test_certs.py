@@ -29,11 +29,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from jobworker.api._certfiles import write_files
+from jobworker.api._certindex import IssuedCertificate, read_index
+from jobworker.api._identity import ROLE_URI_PREFIX, Identity, read_identity
 from jobworker.api.authority import init_authority, issue_client
-from jobworker.api.certfiles import write_files
-from jobworker.api.certindex import IssuedCertificate, read_index
 from jobworker.api.certs import CertificateError, CertificateFileExists, InvalidName
-from jobworker.api.identity import ROLE_URI_PREFIX, Identity, read_identity
 from jobworker.api.roles import Role
 
 CA_FILES = ["ca.crt", "ca.key", "index.json"]

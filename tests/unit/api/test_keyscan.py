@@ -11,8 +11,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from jobworker.api._keyscan import find_private_key
 from jobworker.api.authority import init_authority
-from jobworker.api.keyscan import find_private_key
 from jobworker.api.server import CaKeyExposed, TlsFiles
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobworker.api.policy import METHOD_PERMISSIONS, Caller
+from jobworker.api._policy import METHOD_PERMISSIONS, Caller
 from jobworker.api.roles import Role
 from jobworker.v1 import jobworker_pb2
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from jobworker.api.status import status_for
+from jobworker.api._status import status_for
 from jobworker.api.streams import TooManyStreams
 from jobworker.runner import errors
 

@@ -8,9 +8,9 @@ import grpc
 import pytest
 
 from jobworker.api.authority import init_authority
-from jobworker.cli import defaults
-from jobworker.cli.connection import Connection, translate
-from jobworker.cli.errors import CliError, UsageError
+from jobworker.cli import _defaults as defaults
+from jobworker.cli._connection import Connection, translate
+from jobworker.cli._errors import CliError, UsageError
 from jobworker.v1 import jobworker_pb2 as pb
 
 NO_FLAGS = {"server": None, "tls_dir": None, "cert": None, "key": None, "ca": None}

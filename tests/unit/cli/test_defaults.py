@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobworker.cli import defaults
+from jobworker.cli import _defaults as defaults
 
 
 @pytest.mark.parametrize(

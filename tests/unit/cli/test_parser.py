@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from jobworker.cli.errors import CliError, UsageError
-from jobworker.cli.parser import build
-from jobworker.cli.request import start_request
-from jobworker.cli.serve import tls_files
+from jobworker.cli._errors import CliError, UsageError
+from jobworker.cli._parser import build
+from jobworker.cli._request import start_request
+from jobworker.cli._serve import tls_files
 from jobworker.runner.runner import RunnerConfig
 from jobworker.v1 import jobworker_pb2 as pb
 
@@ -179,7 +179,7 @@ def test_certs_take_a_ca_directory_and_revoke_takes_a_name_or_serial():
         assert (args.ca_dir, args.dir) == (Path("/ca"), Path("/tls"))
     args = parse("certs", "revoke", "1A:2B")
     assert (args.which, args.ca_dir, args.dir) == ("1A:2B", None, None)
-    assert args.handler == "jobworker.cli.certs:revoke_certificates"
+    assert args.handler == "jobworker.cli._certs:revoke_certificates"
 
 
 def test_the_server_reads_the_revocation_list_of_its_tls_directory_or_crl(tmp_path):

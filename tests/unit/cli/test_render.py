@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from jobworker.cli import render
-from jobworker.cli.streaming import copy_output
+from jobworker.cli import _render as render
+from jobworker.cli._streaming import copy_output
 from jobworker.v1 import jobworker_pb2 as pb
 from tests.status_schema import STATUS_KEYS, USAGE_KEYS
 

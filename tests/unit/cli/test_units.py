@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from jobworker.cli.units import (
+from jobworker.cli._units import (
     duration_argument,
     parse_cores,
     parse_count,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from jobworker.isolation import errors as isolation
+from jobworker.isolation._systemd import Scope
 from jobworker.isolation.cgroups import CgroupHost
-from jobworker.isolation.systemd import Scope
 from jobworker.runner import errors
 from jobworker.runner.host import JobPlacement, check_host
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jobworker.isolation.limits import IOLimit, Limits
+from jobworker.runner._job_limits import LimitPolicy
 from jobworker.runner.errors import InvalidConfiguration, InvalidRequest
-from jobworker.runner.job_limits import LimitPolicy
 
 POLICY = LimitPolicy(
     defaults=Limits(memory_bytes=256 << 20, pids=500),

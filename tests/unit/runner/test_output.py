@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import pytest
 
 from jobworker.isolation.outputlog import MAX_RECORD, Kind, OutputLogWriter, Stream
-from jobworker.runner.inotify import FileWatcher
+from jobworker.runner._inotify import FileWatcher
 from jobworker.runner.output import OutputCapped, OutputChunk, OutputEvent, read_output
 
 OUT, ERR = Stream.STDOUT, Stream.STDERR

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from jobworker.runner._quota import OutputQuota
 from jobworker.runner.errors import CapacityExhausted
-from jobworker.runner.quota import OutputQuota
 
 MIB = 1 << 20
 

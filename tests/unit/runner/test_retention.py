@@ -15,9 +15,9 @@ import pytest
 from jobworker.isolation.limits import Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import utcnow
+from jobworker.runner._retention import Retention
 from jobworker.runner.errors import StorageError
 from jobworker.runner.records import JobRecord, JobState
-from jobworker.runner.retention import Retention
 
 HOUR = 3600.0
 

@@ -18,10 +18,10 @@ from jobworker.isolation.cgroups import Usage
 from jobworker.isolation.limits import IOLimit, Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome
-from jobworker.runner import store as store_module
+from jobworker.runner import _store as store_module
+from jobworker.runner._store import SCHEMA_VERSION, RecordStore, StoredPage
 from jobworker.runner.errors import StorageError
 from jobworker.runner.records import JobRecord, JobState
-from jobworker.runner.store import SCHEMA_VERSION, RecordStore, StoredPage
 from tests.descriptors import descriptor_targets
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -335,7 +335,7 @@ KILLED_WRITER = """
 import json, os, signal, sys
 from pathlib import Path
 from jobworker.runner.records import JobRecord
-from jobworker.runner.store import RecordStore
+from jobworker.runner._store import RecordStore
 
 store = RecordStore(Path(sys.argv[1]))
 for operation, argument in json.loads(sys.argv[2]):

@@ -14,9 +14,9 @@ import pytest
 
 from jobworker.isolation.credentials import Credentials
 from jobworker.isolation.errors import InvalidSpec
+from jobworker.runner._users import IdRange, TransientUsers, UserPolicy
 from jobworker.runner.defaults import TRANSIENT_IDS
 from jobworker.runner.errors import CapacityExhausted, InvalidConfiguration, UserNotAllowed
-from jobworker.runner.users import IdRange, TransientUsers, UserPolicy
 
 TRANSIENT = UserPolicy.resolve(None, ())
 NOBODY = Credentials.resolve("nobody")

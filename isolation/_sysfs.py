@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 
-from jobworker.isolation import syscalls
-from jobworker.isolation.mountinfo import mount_points
+from jobworker.isolation import _syscalls as syscalls
+from jobworker.isolation._mountinfo import mount_points
 
 SYS = "/sys"
 

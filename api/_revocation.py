@@ -9,7 +9,7 @@ and on SIGHUP (``read_revocation_list``).
 gRPC Python's TLS credentials take no revocation list (the C core's CRL support is not
 exposed to Python), so the server does not check it in the handshake: the API's
 interceptor looks up the serial of every call's verified client certificate instead
-(see ``jobworker.api.interceptor``).
+(see ``jobworker.api._interceptor``).
 
 A list is believed only if the CA signed it: anyone able to write the server's TLS
 directory could otherwise un-revoke certificates, or lock every client out.

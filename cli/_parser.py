@@ -14,16 +14,16 @@ from typing import NoReturn
 
 from jobworker.api.roles import FIRST_ADMIN, Role
 from jobworker.api.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_USER
-from jobworker.cli import defaults
-from jobworker.cli.errors import UsageError
-from jobworker.cli.jobspec import (
+from jobworker.cli import _defaults as defaults
+from jobworker.cli._errors import UsageError
+from jobworker.cli._jobspec import (
     parse_device_iops,
     parse_device_rate,
     parse_env,
     parse_job_id,
     parse_namespace_list,
 )
-from jobworker.cli.units import (
+from jobworker.cli._units import (
     duration_argument,
     parse_cores,
     parse_count,
@@ -36,7 +36,7 @@ from jobworker.cli.units import (
 )
 from jobworker.runner import defaults as runner_defaults
 
-_CLIENT = "jobworker.cli.client"
+_CLIENT = "jobworker.cli._client"
 
 
 class Parser(argparse.ArgumentParser):
@@ -138,7 +138,7 @@ def build() -> Parser:
         epilog="example: sudo jobworker check-host --cgroup-parent /jobworker",
     )
     check.add_argument("--cgroup-parent", metavar="PATH", help="cgroup under which jobs would go")
-    check.set_defaults(handler="jobworker.cli.checkhost:check_host")
+    check.set_defaults(handler="jobworker.cli._checkhost:check_host")
     return parser
 
 
@@ -338,7 +338,7 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
         help="where transient users' home directories go (default: the state directory's "
         "name with -home, e.g. /var/lib/jobworker-home)",
     )
-    server.set_defaults(handler="jobworker.cli.serve:serve")
+    server.set_defaults(handler="jobworker.cli._serve:serve")
 
 
 def _certs(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -378,7 +378,7 @@ def _certs(commands: argparse._SubParsersAction[Parser]) -> None:
         "localhost, 127.0.0.1, ::1 and this host's names are always in it",
     )
     init.add_argument("--force", action="store_true", help="replace existing files")
-    init.set_defaults(handler="jobworker.cli.certs:init")
+    init.set_defaults(handler="jobworker.cli._certs:init")
 
     issue = actions.add_parser(
         "issue",
@@ -393,7 +393,7 @@ def _certs(commands: argparse._SubParsersAction[Parser]) -> None:
     issue.add_argument("--dir", type=Path, metavar="DIR", help=directory_help)
     issue.add_argument("--ca-dir", type=Path, metavar="DIR", help=ca_directory_help)
     issue.add_argument("--force", action="store_true", help="replace existing files")
-    issue.set_defaults(handler="jobworker.cli.certs:issue")
+    issue.set_defaults(handler="jobworker.cli._certs:issue")
 
     revoke = actions.add_parser(
         "revoke",
@@ -407,7 +407,7 @@ def _certs(commands: argparse._SubParsersAction[Parser]) -> None:
     revoke.add_argument("which", metavar="NAME|SERIAL", help="a user name or a serial number")
     revoke.add_argument("--dir", type=Path, metavar="DIR", help=directory_help)
     revoke.add_argument("--ca-dir", type=Path, metavar="DIR", help=ca_directory_help)
-    revoke.set_defaults(handler="jobworker.cli.certs:revoke_certificates")
+    revoke.set_defaults(handler="jobworker.cli._certs:revoke_certificates")
 
 
 def _run(commands: argparse._SubParsersAction[Parser], client: Parser) -> None:

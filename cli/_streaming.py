@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import BinaryIO
 
-from jobworker.cli.render import size_text
+from jobworker.cli._render import size_text
 from jobworker.v1 import jobworker_pb2 as pb
 
 

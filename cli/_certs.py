@@ -13,8 +13,8 @@ import sys
 from jobworker.api.authority import init_authority, issue_client, revoke
 from jobworker.api.certs import CertificateError, InvalidName
 from jobworker.api.roles import Role
-from jobworker.cli import defaults
-from jobworker.cli.errors import CliError, UsageError
+from jobworker.cli import _defaults as defaults
+from jobworker.cli._errors import CliError, UsageError
 
 
 def init(args: argparse.Namespace) -> int:

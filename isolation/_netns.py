@@ -16,7 +16,7 @@ import importlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from jobworker.isolation import syscalls
+from jobworker.isolation import _syscalls as syscalls
 from jobworker.isolation.errors import LaunchError
 from jobworker.isolation.namespaces import CLONE_NEWNET
 

@@ -27,7 +27,8 @@ import struct
 from dataclasses import dataclass
 from typing import NoReturn
 
-from jobworker.isolation import syscalls, sysfs
+from jobworker.isolation import _syscalls as syscalls
+from jobworker.isolation import _sysfs as sysfs
 from jobworker.isolation._protocol import Failed, ProcessSetup
 from jobworker.isolation.namespaces import CLONE_NEWNET
 

@@ -11,7 +11,7 @@ or a crash of the service does not touch it). It:
    a Python process is most of what a launch would cost, and none of it
    depends on the job, so it happens off the launch path;
 1. clones the job's first process straight into the job's cgroup (see
-   ``child``) and reports its pid and a pidfd for it. Whether the command then
+   ``_child``) and reports its pid and a pidfd for it. Whether the command then
    starts, the launcher learns from the launch-error pipe itself: end of file
    means the exec succeeded, anything else names the step and errno that
    failed. Nothing waits on the shim between the exec and the launcher;
@@ -47,7 +47,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
-from jobworker.isolation import child, syscalls
+from jobworker.isolation import _child as child
+from jobworker.isolation import _syscalls as syscalls
+from jobworker.isolation._procfs import start_ticks
 from jobworker.isolation._protocol import (
     MAX_REQUEST,
     READY,
@@ -68,7 +70,6 @@ from jobworker.isolation.outcome import (
     write_atomically,
 )
 from jobworker.isolation.outputlog import OutputLogWriter, Stream
-from jobworker.isolation.procfs import start_ticks
 from jobworker.isolation.rundir import RunDir
 
 _PIPE_SIZE = 1 << 20

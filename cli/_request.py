@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from google.protobuf.message import Message
 
-from jobworker.cli.errors import UsageError
-from jobworker.cli.jobspec import NAMESPACES, DeviceValue
+from jobworker.cli._errors import UsageError
+from jobworker.cli._jobspec import NAMESPACES, DeviceValue
 from jobworker.v1 import jobworker_pb2 as pb
 
 IO_FIELDS = {

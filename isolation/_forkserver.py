@@ -11,11 +11,11 @@ the service is several times that.
 
 Protocol: once running, the fork server says ``READY``: the launcher waits for
 it, since under systemd it starts the fork server through ``systemd-run`` and
-must know it runs in its scope before going on (see ``supervisor``). Then one
+must know it runs in its scope before going on (see ``_supervisor``). Then one
 SOCK_SEQPACKET message per shim the launcher wants, with the shim's end of its
 connection to the launcher attached. The fork server only forks; everything
 else goes between the shim and the launcher over that connection (see
-``shim``). If a fork fails (EAGAIN from a pids limit, ENOMEM), the fork server
+``_shim``). If a fork fails (EAGAIN from a pids limit, ENOMEM), the fork server
 says so on that connection instead and goes on serving: one failed fork must
 not stop every later start. Shims are ordered ahead of need, so forking one is
 not on any job's launch path. End of file on the control socket means the
@@ -32,7 +32,8 @@ import socket
 import sys
 from typing import NoReturn
 
-from jobworker.isolation import shim, syscalls
+from jobworker.isolation import _shim as shim
+from jobworker.isolation import _syscalls as syscalls
 
 ORDER = b"shim"
 READY = b"ready"

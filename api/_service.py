@@ -1,7 +1,7 @@
 """The JobService: each RPC is a thin translation of a runner call.
 
 The caller comes from the authentication interceptor, which is also where every
-error raised here becomes a status (``interceptor``, ``status``): the methods
+error raised here becomes a status (``_interceptor``, ``_status``): the methods
 just raise. A job another user owns is reported exactly like a job that does
 not exist, unless the caller is an admin, so existence does not leak.
 """
@@ -14,8 +14,8 @@ from typing import Any, TypeAlias
 
 from grpc import aio
 
-from jobworker.api import convert
-from jobworker.api.interceptor import current_caller
+from jobworker.api import _convert as convert
+from jobworker.api._interceptor import current_caller
 from jobworker.api.streams import StreamSlots
 from jobworker.runner.errors import InvalidRequest, JobNotFound
 from jobworker.runner.records import JobRecord

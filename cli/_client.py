@@ -1,7 +1,7 @@
 """The client commands: ``run``, ``status``, ``logs``, ``stop``, ``rm`` and ``ls``.
 
 Each takes the parsed arguments and returns the exit status; failures are raised as
-``CliError`` (gRPC errors translated by ``connection``). Standard output carries only
+``CliError`` (gRPC errors translated by ``_connection``). Standard output carries only
 what a script wants (an id, the job's output, JSON); notes for people go to stderr.
 """
 
@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 
 import grpc
 
-from jobworker.cli import render
-from jobworker.cli.connection import Connection, translate
-from jobworker.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED
-from jobworker.cli.request import start_request
-from jobworker.cli.streaming import copy_output
+from jobworker.cli import _render as render
+from jobworker.cli._connection import Connection, translate
+from jobworker.cli._errors import EXIT_ERROR, EXIT_INTERRUPTED
+from jobworker.cli._request import start_request
+from jobworker.cli._streaming import copy_output
 from jobworker.runner import defaults as runner_defaults
 from jobworker.v1 import jobworker_pb2 as pb
 from jobworker.v1 import jobworker_pb2_grpc as pb_grpc

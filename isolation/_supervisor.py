@@ -2,7 +2,7 @@
 
 Outside systemd the fork server inherits the service's group, which
 ``CgroupHost.prepare`` has made the supervisor leaf already. Under systemd the leaf is
-in the jobs' own scope (see ``systemd``), which only systemd makes and which may or may
+in the jobs' own scope (see ``_systemd``), which only systemd makes and which may or may
 not be there: jobs of an earlier run keep it alive. So the fork server joins the scope
 when it is there, and otherwise becomes, through ``systemd-run``, the first process of a
 new one; the layout inside the scope is prepared once the fork server is in it.
@@ -17,10 +17,10 @@ import socket
 import subprocess
 import sys
 
-from jobworker.isolation import forkserver
+from jobworker.isolation import _forkserver as forkserver
+from jobworker.isolation._systemd import Scope
 from jobworker.isolation.cgroups import CgroupHost
 from jobworker.isolation.errors import HostUnsupported, InternalError
-from jobworker.isolation.systemd import Scope
 
 ForkServer = tuple[socket.socket, subprocess.Popen[bytes]]
 """Our end of the fork server's control socket (non-blocking), and its process."""
@@ -92,7 +92,7 @@ def _start(wrapper: list[str]) -> ForkServer | None:
     None if it, or the wrapper, exited before that.
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    command = [sys.executable, "-I", "-m", "jobworker.isolation.forkserver", str(theirs.fileno())]
+    command = [sys.executable, "-I", "-m", "jobworker.isolation._forkserver", str(theirs.fileno())]
     try:
         server = subprocess.Popen(
             [*wrapper, *command],

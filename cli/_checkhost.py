@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobworker.cli.errors import CliError
+from jobworker.cli._errors import CliError
 from jobworker.runner import host
 from jobworker.runner.errors import HostUnsupported
 

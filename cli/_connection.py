@@ -1,6 +1,6 @@
 """How a client reaches the server: address and certificates, and what its errors mean.
 
-Flags win over environment variables, which win over the defaults in ``defaults``.
+Flags win over environment variables, which win over the defaults in ``_defaults``.
 Every gRPC error becomes a ``CliError`` here, the one place that knows status codes
 on the client side.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import grpc
 
-from jobworker.cli import defaults
-from jobworker.cli.errors import CliError, UsageError
+from jobworker.cli import _defaults as defaults
+from jobworker.cli._errors import CliError, UsageError
 from jobworker.v1 import jobworker_pb2_grpc as pb_grpc
 
 _ADDRESS = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):[0-9]{1,5}")

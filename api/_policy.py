@@ -68,6 +68,6 @@ class Caller:
     def may_run_as_anyone(self) -> bool:
         """Whether jobs may run as any user; others get the server's default or allowed users.
 
-        Which users those are is the runner's policy (``jobworker.runner.users``).
+        Which users those are is the runner's policy (``jobworker.runner._users``).
         """
         return self.role is Role.ADMIN

@@ -7,7 +7,7 @@ revoked, checks the method against the policy table, and makes the caller
 available to the service through a context variable. It wraps unary and
 streaming handlers alike, so no RPC can forget it, and it is the one place
 where an exception from a handler (a stream's loop included) becomes a gRPC
-status (see ``status``): handlers just raise.
+status (see ``_status``): handlers just raise.
 
 Revocation is checked here, on every call, rather than in the TLS handshake:
 gRPC Python's server credentials take no revocation list (the C core's CRL
@@ -25,10 +25,10 @@ from typing import Any, NoReturn
 import grpc
 from grpc import aio
 
+from jobworker.api._identity import Identity, read_identity, serial_text
+from jobworker.api._policy import Caller
+from jobworker.api._status import status_for
 from jobworker.api.certs import CertificateError
-from jobworker.api.identity import Identity, read_identity, serial_text
-from jobworker.api.policy import Caller
-from jobworker.api.status import status_for
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("jobworker_caller")
 

@@ -19,8 +19,8 @@ import sys
 
 from jobworker.api.server import CaKeyExposed, Server, ServerConfig, ServerConfigError, TlsFiles
 from jobworker.api.server import serve as run_server
-from jobworker.cli import defaults
-from jobworker.cli.errors import CliError, UsageError
+from jobworker.cli import _defaults as defaults
+from jobworker.cli._errors import CliError, UsageError
 from jobworker.runner.errors import HostUnsupported, RunnerError
 from jobworker.runner.records import Limits
 from jobworker.runner.runner import RunnerConfig

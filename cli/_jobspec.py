@@ -3,7 +3,7 @@
 They refuse what is malformed on its face (a size without a number, an unknown
 namespace), so it is a usage error before any connection; whether a value suits
 this host (more cores than it has, a device that is not a disk) only the server
-knows, and it says so. ``request`` turns the parsed options into a StartJobRequest.
+knows, and it says so. ``_request`` turns the parsed options into a StartJobRequest.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import uuid
 from dataclasses import dataclass
 
-from jobworker.cli.units import parse_count, parse_size
+from jobworker.cli._units import parse_count, parse_size
 
 NAMESPACES = ("pid", "mount", "net", "uts", "ipc")
 """Every namespace a job can get; all are on unless switched off."""
