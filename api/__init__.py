@@ -7,5 +7,6 @@ identity before it reaches the runner. No other layer knows about gRPC, TLS or u
 
 The public modules are ``server`` (``serve``, ``ServerConfig``, ``TlsFiles``), ``authority``
 (the CA: init, issue, revoke), ``roles`` (``Role`` and the first admin's name),
-``streams`` (the default bounds on output streams) and ``certs`` (the certificate errors).
+``streams`` (the default bounds on output streams) and ``errors`` (every error this layer
+raises).
 """

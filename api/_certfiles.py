@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from jobworker.api.certs import CertificateError, CertificateFileExists
+from jobworker.api.errors import CertificateError, CertificateFileExists
 
 __all__ = ["locked", "make_private_directory", "refuse_existing", "write_files"]
 

@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from jobworker.api._identity import parse_serial, serial_text
-from jobworker.api.certs import CertificateError
+from jobworker.api.errors import CertificateError
 from jobworker.api.roles import Role
 
 __all__ = ["INDEX_NAME", "IssuedCertificate", "index_json", "read_index"]

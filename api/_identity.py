@@ -9,7 +9,7 @@ A private extension would need an OID arc we do not own. The serial number says 
 of a user's certificates it is, for revocation.
 
 The issuing side (``authority``) writes certificates by these same rules; this module
-only reads them, and the interceptor needs nothing else. Errors are those of ``certs``.
+only reads them, and the interceptor needs nothing else. Errors are those of ``errors``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from jobworker.api.certs import CertificateError, InvalidName
+from jobworker.api.errors import CertificateError, InvalidName
 from jobworker.api.roles import Role
 
 ROLE_URI_PREFIX = "urn:jobworker:role:"

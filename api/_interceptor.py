@@ -28,7 +28,7 @@ from grpc import aio
 from jobworker.api._identity import Identity, read_identity, serial_text
 from jobworker.api._policy import Caller
 from jobworker.api._status import status_for
-from jobworker.api.certs import CertificateError
+from jobworker.api.errors import CertificateError
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("jobworker_caller")
 

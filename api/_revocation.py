@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
-from jobworker.api.certs import RevocationListError
+from jobworker.api.errors import RevocationListError
 
 __all__ = ["CRL_NAME", "read_revocation_list", "revoked_serials", "sign_revocation_list"]
 

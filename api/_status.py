@@ -11,7 +11,7 @@ import logging
 
 import grpc
 
-from jobworker.api.streams import TooManyStreams
+from jobworker.api.errors import TooManyStreams
 from jobworker.runner import errors
 
 log = logging.getLogger("jobworker.api")

@@ -29,7 +29,7 @@ directory can live on another machine: the server needs only the TLS directory.
 - Every certificate starts 5 minutes in the past, so a peer whose clock is a little
   behind does not reject a certificate that was just issued.
 
-Errors are those of ``jobworker.api.certs``.
+Errors are those of ``jobworker.api.errors``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from jobworker.api._revocation import (
     revoked_serials,
     sign_revocation_list,
 )
-from jobworker.api.certs import CertificateError, InvalidName, UnknownCertificate
+from jobworker.api.errors import CertificateError, InvalidName, UnknownCertificate
 from jobworker.api.roles import FIRST_ADMIN, Role
 
 __all__ = ["Revocation", "init_authority", "issue_client", "revoke"]

@@ -39,7 +39,7 @@ from jobworker.api._interceptor import AuthInterceptor
 from jobworker.api._keyscan import find_private_key
 from jobworker.api._revocation import CRL_NAME, read_revocation_list, revoked_serials
 from jobworker.api._service import JobService
-from jobworker.api.certs import RevocationListError
+from jobworker.api.errors import CaKeyExposed, RevocationListError, ServerConfigError
 from jobworker.api.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_USER, StreamSlots
 from jobworker.runner.runner import Runner, RunnerConfig
 from jobworker.v1 import jobworker_pb2, jobworker_pb2_grpc
@@ -55,22 +55,6 @@ GRPC_OPTIONS = (
     # for its own deadline to say; the hour is only a backstop.
     ("grpc.server_max_unrequested_time_in_server", 3600),
 )
-
-
-class ServerConfigError(Exception):
-    """The server cannot start with this configuration; the message says why."""
-
-
-class CaKeyExposed(ServerConfigError):
-    """The CA's private key is in a directory the server reads its own files from."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.problem = (
-            f"the CA's private key {path} is in the server's TLS directory, where jobs "
-            "running as root could read it and issue themselves certificates"
-        )
-        super().__init__(f"{self.problem}; move it to a directory of its own")
 
 
 @dataclass(frozen=True)

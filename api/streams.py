@@ -14,12 +14,10 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from jobworker.api.errors import TooManyStreams
+
 DEFAULT_MAX_STREAMS = 1024
 DEFAULT_MAX_STREAMS_PER_USER = 128
-
-
-class TooManyStreams(Exception):
-    """The caller, or everyone together, already holds as many streams as allowed."""
 
 
 class StreamSlots:

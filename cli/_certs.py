@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from jobworker.api.authority import init_authority, issue_client, revoke
-from jobworker.api.certs import CertificateError, InvalidName
+from jobworker.api.errors import CertificateError, InvalidName
 from jobworker.api.roles import Role
 from jobworker.cli import _defaults as defaults
 from jobworker.cli._errors import CliError, UsageError

@@ -17,7 +17,8 @@ import logging
 import os
 import sys
 
-from jobworker.api.server import CaKeyExposed, Server, ServerConfig, ServerConfigError, TlsFiles
+from jobworker.api.errors import CaKeyExposed, ServerConfigError
+from jobworker.api.server import Server, ServerConfig, TlsFiles
 from jobworker.api.server import serve as run_server
 from jobworker.cli import _defaults as defaults
 from jobworker.cli._errors import CliError, UsageError

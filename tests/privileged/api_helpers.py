@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from jobworker.api.authority import Revocation, init_authority, issue_client, revoke
+from jobworker.api.errors import ServerConfigError
 from jobworker.api.roles import Role
-from jobworker.api.server import Server, ServerConfig, ServerConfigError, TlsFiles
+from jobworker.api.server import Server, ServerConfig, TlsFiles
 from jobworker.runner.runner import RunnerConfig
 from jobworker.v1 import jobworker_pb2_grpc as pb_grpc
 from tests.privileged.runner_helpers import home_root, remove_cgroup_tree

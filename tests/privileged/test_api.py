@@ -29,8 +29,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from jobworker.api.errors import CaKeyExposed
 from jobworker.api.roles import Role
-from jobworker.api.server import CaKeyExposed
 from jobworker.isolation.spec import MAX_ARGV_BYTES
 from jobworker.v1 import jobworker_pb2 as pb
 from jobworker.v1 import jobworker_pb2_grpc as pb_grpc

@@ -33,7 +33,7 @@ from jobworker.api._certfiles import write_files
 from jobworker.api._certindex import IssuedCertificate, read_index
 from jobworker.api._identity import ROLE_URI_PREFIX, Identity, read_identity
 from jobworker.api.authority import init_authority, issue_client
-from jobworker.api.certs import CertificateError, CertificateFileExists, InvalidName
+from jobworker.api.errors import CertificateError, CertificateFileExists, InvalidName
 from jobworker.api.roles import Role
 
 CA_FILES = ["ca.crt", "ca.key", "index.json"]

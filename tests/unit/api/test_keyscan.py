@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import serialization
 
 from jobworker.api._keyscan import find_private_key
 from jobworker.api.authority import init_authority
-from jobworker.api.server import CaKeyExposed, TlsFiles
+from jobworker.api.errors import CaKeyExposed
+from jobworker.api.server import TlsFiles
 
 
 @pytest.fixture

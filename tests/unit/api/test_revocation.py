@@ -18,9 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jobworker.api._identity import parse_serial
 from jobworker.api._revocation import read_revocation_list, revoked_serials
 from jobworker.api.authority import init_authority, issue_client, revoke
-from jobworker.api.certs import CertificateError, RevocationListError, UnknownCertificate
+from jobworker.api.errors import (
+    CertificateError,
+    RevocationListError,
+    ServerConfigError,
+    UnknownCertificate,
+)
 from jobworker.api.roles import Role
-from jobworker.api.server import ServerConfigError, TlsFiles
+from jobworker.api.server import TlsFiles
 
 
 class Dirs:

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from jobworker.api._status import status_for
-from jobworker.api.streams import TooManyStreams
+from jobworker.api.errors import TooManyStreams
 from jobworker.runner import errors
 
 

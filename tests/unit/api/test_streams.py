@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobworker.api.streams import StreamSlots, TooManyStreams
+from jobworker.api.errors import TooManyStreams
+from jobworker.api.streams import StreamSlots
 
 
 def test_a_user_past_their_limit_is_refused_and_others_are_not():
