@@ -34,24 +34,7 @@ from typing import NoReturn
 
 from jobworker.isolation import _shim as shim
 from jobworker.isolation import _syscalls as syscalls
-
-ORDER = b"shim"
-READY = b"ready"
-FORK_FAILED = b"fork failed\0"
-"""Sent on a shim's connection instead of its READY when the fork server could not fork it."""
-
-
-def fork_failed(number: int, reason: str) -> bytes:
-    """The message that says why a shim could not be forked."""
-    return FORK_FAILED + f"{number}\0{reason}".encode()
-
-
-def fork_failure(message: bytes) -> tuple[int, str] | None:
-    """(errno, reason) if ``message`` says a fork failed, else None."""
-    if not message.startswith(FORK_FAILED):
-        return None
-    number, _, reason = message[len(FORK_FAILED) :].decode(errors="replace").partition("\0")
-    return int(number) if number.isdigit() else 0, reason
+from jobworker.isolation._protocol import ORDER, READY, ForkFailed
 
 
 def serve(control: socket.socket) -> NoReturn:
@@ -73,7 +56,7 @@ def serve(control: socket.socket) -> NoReturn:
             # Out of processes or memory (a pids limit, the kernel's own): say so to
             # whoever waits for this shim, and keep serving; the next fork may work.
             with contextlib.suppress(OSError):
-                connection.send(fork_failed(error.errno or 0, error.strerror or str(error)))
+                connection.send(ForkFailed(error.errno or 0, error.strerror or str(error)).encode())
             connection.close()
             continue
         if pid == 0:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from jobworker.isolation.errors import MalformedMessage
 from jobworker.isolation.rundir import RunDir
@@ -28,7 +28,11 @@ from jobworker.isolation.rundir import RunDir
 T = TypeVar("T")
 
 READY = b"ready"
-"""A spare shim's first message, with its own pidfd and the launch-error pipe's read end."""
+"""A spare shim's first message, with its own pidfd and the launch-error pipe's read end;
+also the fork server's first message, once it runs (see ``_forkserver``)."""
+
+ORDER = b"shim"
+"""The launcher's order to the fork server: fork a shim for the connection attached."""
 
 MAX_REQUEST = 1 << 20
 """Bigger than any request the launcher accepts: argv and env are capped at 128 KiB,
@@ -330,3 +334,32 @@ class _Fields:
         if not isinstance(value, kind):
             raise MalformedMessage(f"{self.what}: {key} is not {described}")
         return value
+
+
+@dataclass(frozen=True)
+class ForkFailed:
+    """The fork server's answer on a shim's connection instead of its ``READY``.
+
+    It comes when the shim could not be forked (EAGAIN from a pids limit, ENOMEM).
+    """
+
+    PREFIX: ClassVar[bytes] = b"fork failed\0"
+
+    errno: int
+    reason: str
+
+    def encode(self) -> bytes:
+        return self.PREFIX + f"{self.errno}\0{self.reason}".encode()
+
+    @classmethod
+    def is_one(cls, message: bytes) -> bool:
+        return message.startswith(cls.PREFIX)
+
+    @classmethod
+    def decode(cls, message: bytes) -> ForkFailed:
+        if not cls.is_one(message):
+            raise MalformedMessage(f"not a failed fork: {message[:64]!r}")
+        number, _, reason = message[len(cls.PREFIX) :].decode(errors="replace").partition("\0")
+        if not number.isdigit():
+            raise MalformedMessage(f"a failed fork without an errno: {message[:64]!r}")
+        return cls(int(number), reason)

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 
-from jobworker.isolation import _forkserver as forkserver
+from jobworker.isolation._protocol import READY
 from jobworker.isolation._systemd import Scope
 from jobworker.isolation.cgroups import CgroupHost
 from jobworker.isolation.errors import HostUnsupported, InternalError
@@ -109,7 +109,7 @@ def _start(wrapper: list[str]) -> ForkServer | None:
     ours.settimeout(_START_SECONDS)
     ready = False
     try:
-        ready = ours.recv(len(forkserver.READY)) == forkserver.READY
+        ready = ours.recv(len(READY)) == READY
     except TimeoutError:
         server.kill()
         raise InternalError(f"the fork server was not ready after {_START_SECONDS:.0f} s") from None

@@ -30,15 +30,16 @@ import socket
 from datetime import datetime
 from pathlib import Path
 
-from jobworker.isolation import _forkserver as forkserver
 from jobworker.isolation import _supervisor as supervisor
 from jobworker.isolation._netns import NetnsFactory
 from jobworker.isolation._procfs import open_pidfd
 from jobworker.isolation._protocol import (
     MAX_REQUEST,
+    ORDER,
     READY,
     Cloned,
     Failed,
+    ForkFailed,
     ProcessSetup,
     Request,
     ShimState,
@@ -148,7 +149,7 @@ class Launcher:
         """Give the job to a ready shim: its pidfd, the job's error pipe, the connection."""
         payload = request.encode()
         fds = [] if netns_fd is None else [netns_fd]
-        failed_fork: tuple[int, str] | None = None
+        failed_fork: ForkFailed | None = None
         for _attempt in range(_SHIM_ATTEMPTS):
             connection = self._spares.pop(0) if self._spares else await self._order()
             ready: list[int] = []
@@ -160,14 +161,15 @@ class Launcher:
                     os.set_blocking(error_r, False)
                     return shim_pidfd, error_r, connection
                 # A spare ordered while forks failed says so; a new order may succeed.
-                failed_fork = forkserver.fork_failure(message) or failed_fork
+                if ForkFailed.is_one(message):
+                    failed_fork = ForkFailed.decode(message)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # it died while idle: take another
             connection.close()
             for fd in ready:
                 os.close(fd)
         if failed_fork is not None:
-            number, reason = failed_fork
+            number, reason = failed_fork.errno, failed_fork.reason
             raise ResourcesExhausted(
                 f"cannot start a job now: the service could not create a process ({reason}); "
                 "the host, or the service's own cgroup, is out of processes or memory",
@@ -180,7 +182,7 @@ class Launcher:
         """Ask the fork server for a shim; returns our end of its connection at once."""
         ours, theirs = _shim_connection()
         try:
-            await _send(self._control, forkserver.ORDER, [theirs.fileno()])
+            await _send(self._control, ORDER, [theirs.fileno()])
         except OSError as error:
             ours.close()
             raise InternalError(f"the fork server is gone: {error.strerror}") from error
@@ -193,7 +195,7 @@ class Launcher:
         while not self._closed and len(self._spares) < self._wanted_spares:
             ours, theirs = _shim_connection()
             try:
-                socket.send_fds(self._control, [forkserver.ORDER], [theirs.fileno()])
+                socket.send_fds(self._control, [ORDER], [theirs.fileno()])
             except OSError:  # full for now, or the fork server is gone: the next launch says so
                 ours.close()
                 return
@@ -469,10 +471,7 @@ async def _started(
             f"the shim of job {spec.job_id} exited without a report; see "
             f"{RunDir(spec.run_dir).shim_log}"
         )
-    reply = decode_reply(message)
-    if isinstance(reply, Failed):
-        raise _launch_error(spec, reply)
-    main_pidfd = fds[0]
+    reply, main_pidfd = _cloned(spec, message, fds)
     try:
         # End of file: the exec succeeded. Anything else: the step that failed.
         failure = await _read_to_end(error_r)
@@ -488,6 +487,34 @@ async def _started(
                 await _readable(shim_pidfd)
         raise _launch_error(spec, Failed.decode(failure))
     return reply, main_pidfd
+
+
+def _cloned(spec: JobSpec, message: bytes, fds: list[int]) -> tuple[Cloned, int]:
+    """The shim's report that the job's first process exists, and its pidfd.
+
+    Any other message closes every descriptor that came with it: a failure report, or a
+    damaged one, must not leak them into a long-running service.
+    """
+    try:
+        reply = decode_reply(message)
+    except MalformedMessage:
+        _close_all(fds)
+        raise
+    if isinstance(reply, Failed):
+        _close_all(fds)
+        raise _launch_error(spec, reply)
+    if len(fds) != 1:
+        _close_all(fds)
+        raise MalformedMessage(
+            f"the shim of job {spec.job_id} reported the start with {len(fds)} descriptors, "
+            "not the main process's pidfd alone"
+        )
+    return reply, fds[0]
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _launch_error(spec: JobSpec, failed: Failed) -> LaunchError:

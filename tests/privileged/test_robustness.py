@@ -162,7 +162,7 @@ def test_the_fork_server_imports_nothing_from_the_working_directory(
     planted = tmp_path / "cwd" / "jobworker" / "isolation"
     planted.mkdir(parents=True)
     (planted / "__init__.py").write_text("")
-    (planted / "forkserver.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (planted / "_forkserver.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     monkeypatch.chdir(tmp_path / "cwd")
     parent = f"/jobworker-test-{uuid.uuid4().hex[:8]}"
     launcher = Launcher.start(CgroupHost.discover(parent=parent))

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from jobworker.isolation._protocol import (
+    READY,
     Cloned,
     Failed,
+    ForkFailed,
     ProcessSetup,
     Request,
     ShimState,
@@ -190,3 +192,17 @@ def test_the_error_names_what_is_wrong() -> None:
     raw = mutated(full_request().encode(), {"uid": "0"}, inside="process")
     with pytest.raises(MalformedMessage, match="process setup: uid is not an integer"):
         Request.decode(raw)
+
+
+def test_a_failed_fork_survives_its_wire_form_and_is_told_from_ready() -> None:
+    failed = ForkFailed(errno.EAGAIN, "Resource temporarily unavailable")
+    message = failed.encode()
+    assert ForkFailed.is_one(message)
+    assert not ForkFailed.is_one(READY)
+    assert ForkFailed.decode(message) == failed
+
+
+@pytest.mark.parametrize("message", [READY, b"fork failed\0x\0reason", b""])
+def test_anything_else_is_not_a_failed_fork(message: bytes) -> None:
+    with pytest.raises(MalformedMessage):
+        ForkFailed.decode(message)
