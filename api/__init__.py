@@ -7,6 +7,6 @@ identity before it reaches the runner. No other layer knows about gRPC, TLS or u
 
 The public modules are ``server`` (``serve``, ``ServerConfig``, ``TlsFiles``), ``authority``
 (the CA: init, issue, revoke), ``roles`` (``Role`` and the first admin's name),
-``streams`` (the default bounds on output streams) and ``errors`` (every error this layer
-raises).
+``streams`` (the default bounds on output streams), ``pages`` (the bounds of a job
+listing's pages) and ``errors`` (every error this layer raises).
 """

@@ -16,15 +16,13 @@ from grpc import aio
 
 from jobworker.api import _convert as convert
 from jobworker.api._interceptor import current_caller
+from jobworker.api.pages import page_size
 from jobworker.api.streams import StreamSlots
-from jobworker.runner.errors import InvalidRequest, JobNotFound
+from jobworker.runner.errors import JobNotFound
 from jobworker.runner.records import JobRecord
 from jobworker.runner.runner import Runner
 from jobworker.v1 import jobworker_pb2 as pb
 from jobworker.v1 import jobworker_pb2_grpc as pb_grpc
-
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 
 Context: TypeAlias = "aio.ServicerContext[Any, Any]"
 
@@ -55,7 +53,7 @@ class JobService(pb_grpc.JobServiceServicer):
         page = await self._runner.list_jobs(
             current_caller().owner_filter,
             include_ended=request.include_ended,
-            page_size=_page_size(request.page_size),
+            page_size=page_size(request.page_size),
             page_token=request.page_token,
         )
         return pb.ListJobsResponse(
@@ -86,9 +84,3 @@ class JobService(pb_grpc.JobServiceServicer):
         if not current_caller().sees(record.owner):
             raise JobNotFound(f"no job {job_id}")
         return record
-
-
-def _page_size(requested: int) -> int:
-    if requested < 0 or requested > MAX_PAGE_SIZE:
-        raise InvalidRequest("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
-    return requested or DEFAULT_PAGE_SIZE

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import grpc
 
+from jobworker.api.pages import MAX_PAGE_SIZE
 from jobworker.cli import _render as render
 from jobworker.cli._connection import Connection, translate
 from jobworker.cli._errors import EXIT_ERROR, EXIT_INTERRUPTED
@@ -30,7 +31,6 @@ CALL_TIMEOUT = 120.0
 """Seconds a unary call may take (a start in a slow VM takes a few); stop adds its grace."""
 SIGNAL_EXIT_BASE = 128
 """``run --follow`` exits with 128 + N when signal N ended the job, as shells report it."""
-_PAGE_SIZE = 1000
 
 
 def connection(args: argparse.Namespace) -> Connection:
@@ -131,7 +131,7 @@ def ls(args: argparse.Namespace) -> int:
         token = ""
         while True:
             request = pb.ListJobsRequest(
-                include_ended=args.all, page_size=_PAGE_SIZE, page_token=token
+                include_ended=args.all, page_size=MAX_PAGE_SIZE, page_token=token
             )
             page = stub.ListJobs(request, timeout=CALL_TIMEOUT)
             jobs.extend(page.jobs)
