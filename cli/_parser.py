@@ -32,6 +32,7 @@ from jobworker.cli._units import (
     parse_id_range,
     parse_size,
     parse_size_or_none,
+    parse_size_or_zero,
     size_argument,
 )
 from jobworker.runner import defaults as runner_defaults
@@ -427,6 +428,27 @@ def _run(commands: argparse._SubParsersAction[Parser], client: Parser) -> None:
         "--memory", type=parse_size, metavar="SIZE", help="memory, e.g. 64M, 1.5G, 512Mi"
     )
     limits.add_argument("--pids", type=parse_count, metavar="N", help="processes and threads")
+    limits.add_argument(
+        "--memory-high",
+        type=parse_size,
+        metavar="SIZE",
+        help="throttle and reclaim above this, before --memory's OOM killer (memory.high)",
+    )
+    limits.add_argument(
+        "--memory-swap",
+        type=parse_size_or_zero,
+        metavar="SIZE",
+        help="swap the job may use (default: none when --memory is given)",
+    )
+    limits.add_argument(
+        "--cpuset", metavar="CPUS", help="run only on these CPUs, e.g. 0-1,3 (cpuset.cpus)"
+    )
+    limits.add_argument(
+        "--cpu-weight",
+        type=parse_count,
+        metavar="N",
+        help="share of contended CPU, 1..10000 (default 100; cpu.weight)",
+    )
     for dest, parse, value, what in (
         ("read-bps", parse_device_rate, "RATE", "read bytes/s, e.g. /dev/vda=10M"),
         ("write-bps", parse_device_rate, "RATE", "write bytes/s, e.g. /dev/vda=10M"),

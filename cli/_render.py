@@ -13,11 +13,14 @@ The JSON object (a contract: scripts parse it)::
     oom_killed                  bool
     created_at, started_at,     RFC 3339 UTC timestamps ("2025-01-31T12:00:00.123456Z"),
     ended_at                    or null when not (yet) known
-    limits                      {cpu_cores, memory_bytes, pids: number or null,
+    limits                      {cpu_cores, memory_bytes, pids, memory_high_bytes,
+                                 memory_swap_bytes, cpu_weight: number or null,
+                                 cpuset: string such as "0-1,3" or null,
                                  io: [{device, read_bps, write_bps, read_iops, write_iops}]}
     namespaces                  {pid, mount, net, uts, ipc: bool}
     usage                       {cpu_user_usec, cpu_system_usec, memory_peak_bytes,
-                                 io_read_bytes, io_write_bytes, pids_peak: int or null};
+                                 io_read_bytes, io_write_bytes, pids_peak,
+                                 memory_high_events, memory_max_events: int or null};
                                  null where unknown, all null while the job runs
     stopped_by, note            string or null
 """
@@ -47,6 +50,8 @@ USAGE_FIELDS = (
     "io_read_bytes",
     "io_write_bytes",
     "pids_peak",
+    "memory_high_events",
+    "memory_max_events",
 )
 _IO_FIELDS = ("read_bps", "write_bps", "read_iops", "write_iops")
 _COMMAND_WIDTH = 40
@@ -75,6 +80,10 @@ def job_json(job: pb.Job) -> dict[str, Any]:
             "cpu_cores": _optional(job.limits, "cpu_cores"),
             "memory_bytes": _optional(job.limits, "memory_bytes"),
             "pids": _optional(job.limits, "pids"),
+            "memory_high_bytes": _optional(job.limits, "memory_high_bytes"),
+            "memory_swap_bytes": _optional(job.limits, "memory_swap_bytes"),
+            "cpuset": _optional(job.limits, "cpuset"),
+            "cpu_weight": _optional(job.limits, "cpu_weight"),
             "io": [
                 {"device": io.device, **{name: _optional(io, name) for name in _IO_FIELDS}}
                 for io in job.limits.io
@@ -182,6 +191,14 @@ def limits_text(limits: pb.Limits) -> str:
         parts.append(f"memory {size_text(limits.memory_bytes)}")
     if limits.HasField("pids"):
         parts.append(f"pids {limits.pids}")
+    if limits.HasField("memory_high_bytes"):
+        parts.append(f"memory high {size_text(limits.memory_high_bytes)}")
+    if limits.HasField("memory_swap_bytes"):
+        parts.append(f"swap {size_text(limits.memory_swap_bytes)}")
+    if limits.HasField("cpuset"):
+        parts.append(f"cpus {limits.cpuset}")
+    if limits.HasField("cpu_weight"):
+        parts.append(f"cpu weight {limits.cpu_weight}")
     for io in limits.io:
         rates = []
         for name in _IO_FIELDS:
@@ -209,6 +226,10 @@ def usage_text(job: pb.Job) -> str:
         parts.append(f"io read {size_text(read)} written {size_text(written)}")
     if usage["pids_peak"] is not None:
         parts.append(f"pids peak {usage['pids_peak']}")
+    if usage["memory_high_events"]:
+        parts.append(f"over memory high {usage['memory_high_events']} times")
+    if usage["memory_max_events"]:
+        parts.append(f"at memory limit {usage['memory_max_events']} times")
     return ", ".join(parts) or "unknown"
 
 

@@ -60,6 +60,10 @@ def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
         memory_bytes=args.memory,
         pids=args.pids,
         io=io_limits({dest: getattr(args, dest) for dest in IO_FIELDS}),
+        memory_high_bytes=args.memory_high,
+        memory_swap_bytes=args.memory_swap,
+        cpuset=args.cpuset,
+        cpu_weight=args.cpu_weight,
     )
     command, *arguments = args.command
     return pb.StartJobRequest(

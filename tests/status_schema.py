@@ -12,5 +12,9 @@ STATUS_KEYS = {
 }  # fmt: skip
 USAGE_KEYS = {
     "cpu_user_usec", "cpu_system_usec", "memory_peak_bytes", "io_read_bytes",
-    "io_write_bytes", "pids_peak",
+    "io_write_bytes", "pids_peak", "memory_high_events", "memory_max_events",
+}  # fmt: skip
+LIMITS_KEYS = {
+    "cpu_cores", "memory_bytes", "pids", "io", "memory_high_bytes", "memory_swap_bytes",
+    "cpuset", "cpu_weight",
 }  # fmt: skip
