@@ -50,6 +50,7 @@ def start_request(request: pb.StartJobRequest, *, by_admin: bool) -> StartReques
         environment=dict(request.environment),
         user=request.user,
         user_by_admin=by_admin,
+        stdin=request.stdin,
     )
 
 
@@ -117,6 +118,7 @@ def job(record: JobRecord) -> pb.Job:
         note=record.note or "",
         uid=record.uid,
         gid=record.gid,
+        stdin_bytes=record.stdin_bytes,
     )
     if record.started_at is not None:
         message.start_time.CopyFrom(_timestamp(record.started_at))

@@ -263,6 +263,14 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
         "of what is left (default: no quota)",
     )
     output.add_argument(
+        "--max-stdin",
+        type=parse_size_or_zero,
+        default=runner_defaults.MAX_STDIN_BYTES,
+        metavar="SIZE",
+        help="standard input a job may be given at start, kept on disk with it (default: "
+        f"{size_argument(runner_defaults.MAX_STDIN_BYTES)}; 0 for none)",
+    )
+    output.add_argument(
         "--min-free-space",
         type=parse_size,
         default=runner_defaults.MIN_FREE_BYTES,
@@ -491,6 +499,12 @@ def _run(commands: argparse._SubParsersAction[Parser], client: Parser) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="add to the job's environment (repeatable)",
+    )
+    run.add_argument(
+        "--stdin",
+        metavar="FILE",
+        help="give the job these bytes as its standard input; - reads this command's own "
+        "(default: /dev/null; the server bounds the size, 16M unless configured otherwise)",
     )
     run.add_argument(
         "-f", "--follow", action="store_true", help="stream the output and exit as the job did"

@@ -18,6 +18,7 @@ The JSON object (a contract: scripts parse it)::
                                  cpuset: string such as "0-1,3" or null,
                                  io: [{device, read_bps, write_bps, read_iops, write_iops}]}
     namespaces                  {pid, mount, net, uts, ipc: bool}
+    stdin_bytes                 int: standard input given at start (0: none, /dev/null)
     usage                       {cpu_user_usec, cpu_system_usec, memory_peak_bytes,
                                  io_read_bytes, io_write_bytes, pids_peak,
                                  memory_high_events, memory_max_events: int or null};
@@ -90,6 +91,7 @@ def job_json(job: pb.Job) -> dict[str, Any]:
             ],
         },
         "namespaces": {name: bool(job.namespaces.get(name, False)) for name in sorted_names(job)},
+        "stdin_bytes": job.stdin_bytes,
         "usage": {name: _optional(job.usage, name) for name in USAGE_FIELDS},
         "stopped_by": job.stopped_by or None,
         "note": job.note or None,
@@ -168,6 +170,8 @@ def status_text(job: pb.Job) -> str:
         ("namespaces", " ".join(on) or "none (shares the host's)"),
         ("usage", usage_text(job)),
     ]
+    if job.stdin_bytes:
+        lines.append(("stdin", f"{size_text(job.stdin_bytes)} given at start"))
     if job.stopped_by:
         lines.append(("stopped_by", printable(job.stopped_by)))
     if job.note:

@@ -64,6 +64,8 @@ class JobRecord:
     uid: int | None = None
     """The user and group ids the command runs as (None in records from before they were kept)."""
     gid: int | None = None
+    stdin_bytes: int = 0
+    """How much standard input the job was given at start."""
 
     @property
     def ended(self) -> bool:
@@ -130,6 +132,7 @@ class JobRecord:
             "note": self.note,
             "uid": self.uid,
             "gid": self.gid,
+            "stdin_bytes": self.stdin_bytes,
         }
         return json.dumps(data)
 
@@ -196,6 +199,7 @@ class JobRecord:
             note=data["note"],
             uid=data.get("uid"),
             gid=data.get("gid"),
+            stdin_bytes=data.get("stdin_bytes", 0),
         )
 
 

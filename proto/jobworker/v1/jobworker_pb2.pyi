@@ -136,6 +136,7 @@ class Job(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     UID_FIELD_NUMBER: _builtins.int
     GID_FIELD_NUMBER: _builtins.int
+    STDIN_BYTES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, a UUID."""
     owner: _builtins.str
@@ -167,6 +168,8 @@ class Job(_message.Message):
     uid: _builtins.int
     """The user and group ids the command runs as."""
     gid: _builtins.int
+    stdin_bytes: _builtins.int
+    """How many bytes of standard input the job was given at start."""
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The command's arguments."""
@@ -221,10 +224,11 @@ class Job(_message.Message):
         user: _builtins.str = ...,
         uid: _builtins.int | None = ...,
         gid: _builtins.int | None = ...,
+        stdin_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "gid", b"gid", "limits", b"limits", "signal", b"signal", "start_time", b"start_time", "uid", b"uid", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "args", b"args", "command", b"command", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "gid", b"gid", "id", b"id", "limits", b"limits", "namespaces", b"namespaces", "note", b"note", "oom_killed", b"oom_killed", "owner", b"owner", "signal", b"signal", "signal_name", b"signal_name", "start_time", b"start_time", "state", b"state", "stopped_by", b"stopped_by", "uid", b"uid", "usage", b"usage", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "args", b"args", "command", b"command", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "gid", b"gid", "id", b"id", "limits", b"limits", "namespaces", b"namespaces", "note", b"note", "oom_killed", b"oom_killed", "owner", b"owner", "signal", b"signal", "signal_name", b"signal_name", "start_time", b"start_time", "state", b"state", "stdin_bytes", b"stdin_bytes", "stopped_by", b"stopped_by", "uid", b"uid", "usage", b"usage", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -523,6 +527,7 @@ class StartJobRequest(_message.Message):
     WORKING_DIRECTORY_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
     command: _builtins.str
     """The command: a path, or a name looked up on the job's PATH. Required."""
     working_directory: _builtins.str
@@ -535,6 +540,10 @@ class StartJobRequest(_message.Message):
     only the default user or an account the server allows (PERMISSION_DENIED
     otherwise); an admin may name anyone. The job also gets the user's groups,
     HOME, USER and LOGNAME; every job not run as root has no_new_privs set.
+    """
+    stdin: _builtins.bytes
+    """Bytes the command reads as its standard input, at most the server's limit
+    (16 MiB unless configured otherwise). Empty: standard input is /dev/null.
     """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -568,10 +577,11 @@ class StartJobRequest(_message.Message):
         working_directory: _builtins.str = ...,
         environment: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         user: _builtins.str = ...,
+        stdin: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "environment", b"environment", "limits", b"limits", "namespaces", b"namespaces", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "environment", b"environment", "limits", b"limits", "namespaces", b"namespaces", "stdin", b"stdin", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
