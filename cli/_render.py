@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import shlex
 import unicodedata
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -188,21 +189,11 @@ def user_text(job: pb.Job) -> str:
 
 def limits_text(limits: pb.Limits) -> str:
     """The limits in a line, e.g. ``cpu 0.5 cores, memory 64 MiB, pids 100``."""
-    parts = []
-    if limits.HasField("cpu_cores"):
-        parts.append(f"cpu {limits.cpu_cores:g} cores")
-    if limits.HasField("memory_bytes"):
-        parts.append(f"memory {size_text(limits.memory_bytes)}")
-    if limits.HasField("pids"):
-        parts.append(f"pids {limits.pids}")
-    if limits.HasField("memory_high_bytes"):
-        parts.append(f"memory high {size_text(limits.memory_high_bytes)}")
-    if limits.HasField("memory_swap_bytes"):
-        parts.append(f"swap {size_text(limits.memory_swap_bytes)}")
-    if limits.HasField("cpuset"):
-        parts.append(f"cpus {limits.cpuset}")
-    if limits.HasField("cpu_weight"):
-        parts.append(f"cpu weight {limits.cpu_weight}")
+    parts = [
+        f"{label} {shown(value)}"
+        for field, label, shown in _LIMIT_PHRASES
+        if (value := _optional(limits, field)) is not None
+    ]
     for io in limits.io:
         rates = []
         for name in _IO_FIELDS:
@@ -245,6 +236,18 @@ def size_text(size: int) -> str:
             return f"{size} B" if unit == "B" else f"{value:.3g} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+_LIMIT_PHRASES: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("cpu_cores", "cpu", lambda cores: f"{cores:g} cores"),
+    ("memory_bytes", "memory", size_text),
+    ("pids", "pids", str),
+    ("memory_high_bytes", "memory high", size_text),
+    ("memory_swap_bytes", "swap", size_text),
+    ("cpuset", "cpus", str),
+    ("cpu_weight", "cpu weight", str),
+)
+"""Each limit as ``limits_text`` shows it: its field, its label, how its value reads."""
 
 
 def age_text(job: pb.Job, now: datetime) -> str:
