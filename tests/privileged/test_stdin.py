@@ -25,7 +25,7 @@ def output_of(stub: pb_grpc.JobServiceStub, job_id: str) -> bytes:
 def test_a_job_reads_its_stdin_and_nothing_of_the_run_directory(tmp_path: Path) -> None:
     pki = Pki.create(tmp_path / "pki")
     given = os.urandom(3 << 20)
-    with running_server(pki, tmp_path / "state") as server, client(server, pki, "alice") as stub:
+    with running_server(pki, tmp_path / "state") as server, client(server, pki, "bob") as stub:
         # The default: a transient user in its own namespaces, who cannot read the
         # service's state directory; the shim opened the file for it.
         job = stub.StartJob(pb.StartJobRequest(command="sha256sum", stdin=given))
@@ -44,7 +44,7 @@ def test_stdin_up_to_the_servers_bound_beyond_grpcs_default(tmp_path: Path) -> N
     pki = Pki.create(tmp_path / "pki")
     with (
         running_server(pki, tmp_path / "state", max_stdin_bytes=8 << 20) as server,
-        client(server, pki, "alice") as stub,
+        client(server, pki, "bob") as stub,
     ):
         given = b"y" * (8 << 20)  # twice what gRPC accepts unless told otherwise
         job = stub.StartJob(pb.StartJobRequest(command="wc", args=["-c"], stdin=given))

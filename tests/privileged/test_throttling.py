@@ -116,7 +116,7 @@ def test_cpu_weight_divides_a_contended_cpu(jobs: Jobs) -> None:
 
 def test_the_api_takes_them_shows_them_and_refuses_bad_ones(tmp_path: Path) -> None:
     pki = Pki.create(tmp_path / "pki")
-    with running_server(pki, tmp_path / "state") as server, client(server, pki, "alice") as stub:
+    with running_server(pki, tmp_path / "state") as server, client(server, pki, "bob") as stub:
         limits = pb.Limits(
             memory_bytes=64 * MiB, memory_high_bytes=32 * MiB, cpuset="0", cpu_weight=50
         )
