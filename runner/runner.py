@@ -42,6 +42,7 @@ from typing import TypeVar
 from jobworker.isolation import errors as isolation
 from jobworker.isolation.capacity import HostCapacity
 from jobworker.isolation.cgroups import CgroupHost, Usage
+from jobworker.isolation.filesystem import Filesystem
 from jobworker.isolation.launcher import Launcher, RunningJob
 from jobworker.isolation.limits import Limits
 from jobworker.isolation.namespaces import Namespaces
@@ -64,6 +65,7 @@ from jobworker.runner.errors import (
     JobNotFound,
     JobStillRunning,
     LimitUnenforceable,
+    OptionNotAllowed,
     StartFailed,
     StartFailure,
     StorageError,
@@ -141,6 +143,9 @@ class StartRequest:
     """USER or USER:GROUP, names or numbers; empty means the configured default user."""
     user_by_admin: bool = False
     """Whether the caller may choose any user; otherwise only the default or an allowed one."""
+    filesystem: Filesystem = field(default_factory=Filesystem)
+    filesystem_by_admin: bool = False
+    """Whether the caller may bind host paths and choose a new root (see ``Filesystem``)."""
 
 
 class _Active:
@@ -231,6 +236,11 @@ class Runner:
         """Launch a job; returns its record once the command is running."""
         if not owner:
             raise InvalidRequest("owner", "a job needs an owner")
+        admin_option = request.filesystem.admin_option()
+        if admin_option is not None and not request.filesystem_by_admin:
+            raise OptionNotAllowed(
+                f"filesystem.{admin_option}: only admins may show host paths to a job"
+            )
         if len(self._active) + self._starting >= self.config.max_running_jobs:
             raise CapacityExhausted(
                 f"{self.config.max_running_jobs} jobs are running, the configured maximum"
@@ -252,6 +262,7 @@ class Runner:
             limits=self._limits.apply(request.limits),
             namespaces=request.namespaces,
             output_cap=self._quota.start(job_id),
+            filesystem=request.filesystem,
         )
         # Off the event loop: user lookups may ask a directory server, validation
         # stats device paths, and the job's directories are made on disk.
@@ -272,6 +283,7 @@ class Runner:
             gid=spec.user.gid,
             limits=spec.limits,
             namespaces=spec.namespaces,
+            filesystem=spec.filesystem,
             state=JobState.RUNNING,
             created_at=utcnow(),
         )

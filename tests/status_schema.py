@@ -8,7 +8,7 @@ STATUS_KEYS = {
     "id", "owner", "command", "working_directory", "user", "uid", "gid", "state", "exit_code",
     "signal",
     "oom_killed", "created_at", "started_at", "ended_at", "limits", "namespaces", "usage",
-    "stopped_by", "note",
+    "stopped_by", "note", "filesystem",
 }  # fmt: skip
 USAGE_KEYS = {
     "cpu_user_usec", "cpu_system_usec", "memory_peak_bytes", "io_read_bytes",
