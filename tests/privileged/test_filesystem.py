@@ -19,6 +19,8 @@ import pytest
 from jobworker.v1 import jobworker_pb2 as pb
 from jobworker.v1 import jobworker_pb2_grpc as pb_grpc
 from tests.privileged.api_helpers import Pki, client, running_server
+from tests.privileged.runner_helpers import home_root
+from tests.privileged.test_cli import Cli, one_line_error, serve_cli
 
 pytestmark = pytest.mark.privileged
 
@@ -257,3 +259,37 @@ def test_a_rootfs_can_be_read_only_with_binds_inside(
     assert "Read-only file system" in output, output
     assert output.endswith("tmp works\n"), output
     assert not (rootfs / "bin/x").exists()
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    """The real ``jobworker`` against a server of its own, as an admin."""
+    with home_root() as homes:
+        yield from serve_cli(tmp_path_factory.mktemp("cli"), homes)
+
+
+def test_the_cli_asks_for_a_view_and_shows_it(cli: Cli, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "file").write_text("bound\n")
+    started = cli(
+        "run", "--read-only", "--tmpfs", "/mnt:1M", "--bind", f"{data}:/tmp/data:ro",
+        "--user", "0", "--", "sh", "-c", "cat /tmp/data/file; touch /etc/x /tmp/data/x",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    job_id = started.stdout.strip()
+    logs = cli("logs", "-f", job_id)
+    assert logs.stdout == "bound\n", logs
+    assert logs.stderr.count("Read-only file system") == 2, logs.stderr
+    assert cli.status(job_id)["filesystem"] == {
+        "read_only": True,
+        "tmpfs": [{"path": "/mnt", "size_bytes": MiB}],
+        "binds": [{"source": str(data), "destination": "/tmp/data", "read_only": True}],
+        "rootfs": None,
+    }
+
+
+def test_the_cli_refuses_what_the_server_refuses_in_one_line(cli: Cli) -> None:
+    one_line_error(cli("run", "--bind", "data", "--", "true"), 2, "SRC must be an absolute path")
+    refused = cli("run", "--isolate", "none", "--read-only", "--", "true")
+    one_line_error(refused, 1, "filesystem.read_only: needs the mount namespace")
