@@ -60,6 +60,7 @@ def start_request(request: pb.StartJobRequest, *, by_admin: bool) -> StartReques
         environment=dict(request.environment),
         user=request.user,
         user_by_admin=by_admin,
+        stdin=request.stdin,
         filesystem=_filesystem(request.filesystem),
         filesystem_by_admin=by_admin,
     )
@@ -80,6 +81,14 @@ def _limits(message: pb.Limits) -> Limits:
         cpu_cores=message.cpu_cores if message.HasField("cpu_cores") else None,
         memory_bytes=message.memory_bytes if message.HasField("memory_bytes") else None,
         pids=message.pids if message.HasField("pids") else None,
+        memory_high_bytes=message.memory_high_bytes
+        if message.HasField("memory_high_bytes")
+        else None,
+        memory_swap_bytes=message.memory_swap_bytes
+        if message.HasField("memory_swap_bytes")
+        else None,
+        cpuset=message.cpuset if message.HasField("cpuset") else None,
+        cpu_weight=message.cpu_weight if message.HasField("cpu_weight") else None,
         io=tuple(
             IOLimit(
                 device=io.device,
@@ -144,6 +153,7 @@ def job(record: JobRecord) -> pb.Job:
         note=record.note or "",
         uid=record.uid,
         gid=record.gid,
+        stdin_bytes=record.stdin_bytes,
         filesystem=_filesystem_message(record.filesystem),
     )
     if record.started_at is not None:
@@ -189,6 +199,10 @@ def _limits_message(limits: Limits) -> pb.Limits:
         cpu_cores=limits.cpu_cores,
         memory_bytes=limits.memory_bytes,
         pids=limits.pids,
+        memory_high_bytes=limits.memory_high_bytes,
+        memory_swap_bytes=limits.memory_swap_bytes,
+        cpuset=limits.cpuset,
+        cpu_weight=limits.cpu_weight,
     )
     for io in limits.io:
         message.io.append(
@@ -211,6 +225,8 @@ def _usage(usage: Usage) -> pb.ResourceUsage:
         io_read_bytes=usage.io_read_bytes,
         io_write_bytes=usage.io_write_bytes,
         pids_peak=usage.pids_peak,
+        memory_high_events=usage.memory_high_events,
+        memory_max_events=usage.memory_max_events,
     )
 
 

@@ -56,6 +56,20 @@ GRPC_OPTIONS = (
     ("grpc.server_max_unrequested_time_in_server", 3600),
 )
 
+REQUEST_ROOM_BYTES = 1 << 20
+"""A StartJob message's room besides its standard input: argv and environment are capped
+at 128 KiB (``MAX_ARGV_BYTES``), and the rest is small."""
+
+
+def grpc_options(runner: RunnerConfig) -> tuple[tuple[str, int], ...]:
+    """The server's gRPC options: a StartJob may carry as much standard input as allowed.
+
+    gRPC's own default (4 MiB) would refuse a larger one with a message about sizes
+    that names nothing the caller set; the runner's check names ``stdin`` instead.
+    """
+    receive = max(runner.max_stdin_bytes + REQUEST_ROOM_BYTES, 4 << 20)
+    return (*GRPC_OPTIONS, ("grpc.max_receive_message_length", receive))
+
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -173,7 +187,7 @@ class Server:
         # Only now: a server that refuses to start says so in one line, and nothing before it.
         if revoked is not None:
             log.info("revocation list %s; revoked serial numbers: %d", config.tls.crl, len(revoked))
-        server = aio.server(interceptors=[interceptor], options=GRPC_OPTIONS)
+        server = aio.server(interceptors=[interceptor], options=grpc_options(config.runner))
         streams = StreamSlots(config.max_streams, config.max_streams_per_user)
         jobworker_pb2_grpc.add_JobServiceServicer_to_server(JobService(runner, streams), server)
         try:

@@ -34,6 +34,7 @@ from jobworker.cli._units import (
     parse_id_range,
     parse_size,
     parse_size_or_none,
+    parse_size_or_zero,
     size_argument,
 )
 from jobworker.runner import defaults as runner_defaults
@@ -264,6 +265,14 @@ def _server(commands: argparse._SubParsersAction[Parser]) -> None:
         "of what is left (default: no quota)",
     )
     output.add_argument(
+        "--max-stdin",
+        type=parse_size_or_zero,
+        default=runner_defaults.MAX_STDIN_BYTES,
+        metavar="SIZE",
+        help="standard input a job may be given at start, kept on disk with it (default: "
+        f"{size_argument(runner_defaults.MAX_STDIN_BYTES)}; 0 for none)",
+    )
+    output.add_argument(
         "--min-free-space",
         type=parse_size,
         default=runner_defaults.MIN_FREE_BYTES,
@@ -429,6 +438,27 @@ def _run(commands: argparse._SubParsersAction[Parser], client: Parser) -> None:
         "--memory", type=parse_size, metavar="SIZE", help="memory, e.g. 64M, 1.5G, 512Mi"
     )
     limits.add_argument("--pids", type=parse_count, metavar="N", help="processes and threads")
+    limits.add_argument(
+        "--memory-high",
+        type=parse_size,
+        metavar="SIZE",
+        help="throttle and reclaim above this, before --memory's OOM killer (memory.high)",
+    )
+    limits.add_argument(
+        "--memory-swap",
+        type=parse_size_or_zero,
+        metavar="SIZE",
+        help="swap the job may use (default: none when --memory is given)",
+    )
+    limits.add_argument(
+        "--cpuset", metavar="CPUS", help="run only on these CPUs, e.g. 0-1,3 (cpuset.cpus)"
+    )
+    limits.add_argument(
+        "--cpu-weight",
+        type=parse_count,
+        metavar="N",
+        help="share of contended CPU, 1..10000 (default 100; cpu.weight)",
+    )
     for dest, parse, value, what in (
         ("read-bps", parse_device_rate, "RATE", "read bytes/s, e.g. /dev/vda=10M"),
         ("write-bps", parse_device_rate, "RATE", "write bytes/s, e.g. /dev/vda=10M"),
@@ -500,6 +530,12 @@ def _run(commands: argparse._SubParsersAction[Parser], client: Parser) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="add to the job's environment (repeatable)",
+    )
+    run.add_argument(
+        "--stdin",
+        metavar="FILE",
+        help="give the job these bytes as its standard input; - reads this command's own "
+        "(default: /dev/null; the server bounds the size, 16M unless configured otherwise)",
     )
     run.add_argument(
         "-f", "--follow", action="store_true", help="stream the output and exit as the job did"

@@ -13,14 +13,18 @@ The JSON object (a contract: scripts parse it)::
     oom_killed                  bool
     created_at, started_at,     RFC 3339 UTC timestamps ("2025-01-31T12:00:00.123456Z"),
     ended_at                    or null when not (yet) known
-    limits                      {cpu_cores, memory_bytes, pids: number or null,
+    limits                      {cpu_cores, memory_bytes, pids, memory_high_bytes,
+                                 memory_swap_bytes, cpu_weight: number or null,
+                                 cpuset: string such as "0-1,3" or null,
                                  io: [{device, read_bps, write_bps, read_iops, write_iops}]}
     namespaces                  {pid, mount, net, uts, ipc: bool}
+    stdin_bytes                 int: standard input given at start (0: none, /dev/null)
     filesystem                  {read_only: bool, tmpfs: [{path, size_bytes: int or null}],
                                  binds: [{source, destination, read_only}],
                                  rootfs: string or null}
     usage                       {cpu_user_usec, cpu_system_usec, memory_peak_bytes,
-                                 io_read_bytes, io_write_bytes, pids_peak: int or null};
+                                 io_read_bytes, io_write_bytes, pids_peak,
+                                 memory_high_events, memory_max_events: int or null};
                                  null where unknown, all null while the job runs
     stopped_by, note            string or null
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import shlex
 import unicodedata
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +55,8 @@ USAGE_FIELDS = (
     "io_read_bytes",
     "io_write_bytes",
     "pids_peak",
+    "memory_high_events",
+    "memory_max_events",
 )
 _IO_FIELDS = ("read_bps", "write_bps", "read_iops", "write_iops")
 _COMMAND_WIDTH = 40
@@ -78,12 +85,17 @@ def job_json(job: pb.Job) -> dict[str, Any]:
             "cpu_cores": _optional(job.limits, "cpu_cores"),
             "memory_bytes": _optional(job.limits, "memory_bytes"),
             "pids": _optional(job.limits, "pids"),
+            "memory_high_bytes": _optional(job.limits, "memory_high_bytes"),
+            "memory_swap_bytes": _optional(job.limits, "memory_swap_bytes"),
+            "cpuset": _optional(job.limits, "cpuset"),
+            "cpu_weight": _optional(job.limits, "cpu_weight"),
             "io": [
                 {"device": io.device, **{name: _optional(io, name) for name in _IO_FIELDS}}
                 for io in job.limits.io
             ],
         },
         "namespaces": {name: bool(job.namespaces.get(name, False)) for name in sorted_names(job)},
+        "stdin_bytes": job.stdin_bytes,
         "filesystem": filesystem_json(job.filesystem),
         "usage": {name: _optional(job.usage, name) for name in USAGE_FIELDS},
         "stopped_by": job.stopped_by or None,
@@ -192,6 +204,8 @@ def status_text(job: pb.Job) -> str:
         ("filesystem", filesystem_text(job.filesystem)),
         ("usage", usage_text(job)),
     ]
+    if job.stdin_bytes:
+        lines.append(("stdin", f"{size_text(job.stdin_bytes)} given at start"))
     if job.stopped_by:
         lines.append(("stopped_by", printable(job.stopped_by)))
     if job.note:
@@ -208,13 +222,11 @@ def user_text(job: pb.Job) -> str:
 
 def limits_text(limits: pb.Limits) -> str:
     """The limits in a line, e.g. ``cpu 0.5 cores, memory 64 MiB, pids 100``."""
-    parts = []
-    if limits.HasField("cpu_cores"):
-        parts.append(f"cpu {limits.cpu_cores:g} cores")
-    if limits.HasField("memory_bytes"):
-        parts.append(f"memory {size_text(limits.memory_bytes)}")
-    if limits.HasField("pids"):
-        parts.append(f"pids {limits.pids}")
+    parts = [
+        f"{label} {shown(value)}"
+        for field, label, shown in _LIMIT_PHRASES
+        if (value := _optional(limits, field)) is not None
+    ]
     for io in limits.io:
         rates = []
         for name in _IO_FIELDS:
@@ -242,6 +254,10 @@ def usage_text(job: pb.Job) -> str:
         parts.append(f"io read {size_text(read)} written {size_text(written)}")
     if usage["pids_peak"] is not None:
         parts.append(f"pids peak {usage['pids_peak']}")
+    if usage["memory_high_events"]:
+        parts.append(f"over memory high {usage['memory_high_events']} times")
+    if usage["memory_max_events"]:
+        parts.append(f"at memory limit {usage['memory_max_events']} times")
     return ", ".join(parts) or "unknown"
 
 
@@ -253,6 +269,18 @@ def size_text(size: int) -> str:
             return f"{size} B" if unit == "B" else f"{value:.3g} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+_LIMIT_PHRASES: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("cpu_cores", "cpu", lambda cores: f"{cores:g} cores"),
+    ("memory_bytes", "memory", size_text),
+    ("pids", "pids", str),
+    ("memory_high_bytes", "memory high", size_text),
+    ("memory_swap_bytes", "swap", size_text),
+    ("cpuset", "cpus", str),
+    ("cpu_weight", "cpu weight", str),
+)
+"""Each limit as ``limits_text`` shows it: its field, its label, how its value reads."""
 
 
 def age_text(job: pb.Job, now: datetime) -> str:

@@ -7,6 +7,7 @@ does not load protobuf: every process start counts in a slow VM.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from google.protobuf.message import Message
@@ -53,6 +54,27 @@ def io_limits(options: dict[str, list[DeviceValue] | None]) -> list[pb.IoLimit]:
     return list(by_device.values())
 
 
+MAX_STDIN_READ = 1 << 30
+"""Standard input travels in the one StartJob message, which gRPC caps at 2 GiB."""
+
+
+def read_stdin(source: str | None) -> bytes:
+    """The bytes ``--stdin`` names: a file's, or this command's own standard input (``-``)."""
+    if source is None:
+        return b""
+    try:
+        if source == "-":
+            data = sys.stdin.buffer.read(MAX_STDIN_READ + 1)
+        else:
+            with open(source, "rb") as file:
+                data = file.read(MAX_STDIN_READ + 1)
+    except OSError as error:
+        raise UsageError(f"--stdin {source}: {error.strerror}") from None
+    if len(data) > MAX_STDIN_READ:
+        raise UsageError(f"--stdin {source}: more than 1 GiB, too much to send with a job")
+    return data
+
+
 def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
     """The StartJobRequest for parsed ``run`` options."""
     limits = pb.Limits(
@@ -60,6 +82,10 @@ def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
         memory_bytes=args.memory,
         pids=args.pids,
         io=io_limits({dest: getattr(args, dest) for dest in IO_FIELDS}),
+        memory_high_bytes=args.memory_high,
+        memory_swap_bytes=args.memory_swap,
+        cpuset=args.cpuset,
+        cpu_weight=args.cpu_weight,
     )
     command, *arguments = args.command
     return pb.StartJobRequest(
@@ -70,6 +96,7 @@ def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
         working_directory=args.workdir or "",
         environment=dict(args.env or ()),
         user=args.user or "",
+        stdin=read_stdin(args.stdin),
         filesystem=filesystem(args),
     )
 

@@ -47,6 +47,7 @@ def serve(args: argparse.Namespace) -> int:
             output_cap_bytes=args.output_cap,
             output_quota_bytes=args.output_quota,
             min_free_bytes=args.min_free_space,
+            max_stdin_bytes=args.max_stdin,
             **{name: value for name, value in given.items() if value is not None},
         ),
         tls=tls,

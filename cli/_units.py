@@ -45,6 +45,11 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
+def parse_size_or_zero(text: str) -> int:
+    """A size as ``parse_size`` reads it, or ``0``: where none at all is a choice."""
+    return 0 if text.strip() == "0" else parse_size(text)
+
+
 def parse_size_or_none(text: str) -> int | None:
     """A size as ``parse_size`` reads it, or ``none`` (None): no limit."""
     if text.strip().lower() == "none":

@@ -46,6 +46,8 @@ class ChildPlan:
     netns_fd: int | None
     account_files: tuple[str, str] | None
     """A passwd and a group file to show as /etc/passwd and /etc/group (needs private mounts)."""
+    stdin_fd: int | None
+    """The job's standard input, opened by the shim; None: /dev/null."""
     stdout_fd: int
     stderr_fd: int
     error_fd: int
@@ -126,8 +128,9 @@ def _be_init(plan: ChildPlan, status_fd: int, stage: _Stage) -> NoReturn:
     command = os.fork()
     if command == 0:
         _exec(plan, stage)
-    for fd in (plan.error_fd, plan.stdout_fd, plan.stderr_fd):
-        os.close(fd)
+    for fd in (plan.error_fd, plan.stdout_fd, plan.stderr_fd, plan.stdin_fd):
+        if fd is not None:
+            os.close(fd)
     while True:
         signo = signal.sigwaitinfo(_CATCHABLE).si_signo
         if signo != signal.SIGCHLD:
@@ -157,8 +160,8 @@ def _reap(command: int) -> int | None:
 def _exec(plan: ChildPlan, stage: _Stage) -> NoReturn:
     process = plan.process
     stage.name = "stdio"
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
+    stdin = plan.stdin_fd if plan.stdin_fd is not None else os.open(os.devnull, os.O_RDONLY)
+    os.dup2(stdin, 0)
     os.dup2(plan.stdout_fd, 1)
     os.dup2(plan.stderr_fd, 2)
     # Only stdin, stdout, stderr and the close-on-exec error pipe survive.

@@ -151,6 +151,8 @@ class Request:
     output_cap: int | None = None
     account: tuple[str, str] | None = None
     """A passwd and a group line naming a user the host does not know, for the job's /etc."""
+    stdin: bool = False
+    """Standard input is the run directory's ``stdin`` file; else /dev/null."""
 
     def encode(self) -> bytes:
         """Wire form: UTF-8, so it stays close to the size the spec caps (under MAX_REQUEST)."""
@@ -161,6 +163,7 @@ class Request:
             "process": self.process.to_dict(),
             "output_cap": self.output_cap,
             "account": None if self.account is None else list(self.account),
+            "stdin": self.stdin,
         }
         return json.dumps(message, ensure_ascii=False).encode()
 
@@ -178,6 +181,7 @@ class Request:
             process=ProcessSetup.from_dict(fields.value("process")),
             output_cap=fields.optional_integer("output_cap"),
             account=None if account is None else (account[0], account[1]),
+            stdin=fields.boolean("stdin"),
         )
         fields.done()
         return request

@@ -181,6 +181,8 @@ class _Shim:
         for fd in (pipes.stdout_w, pipes.stderr_w, pipes.error_w, status_w):
             if fd >= 0:
                 os.close(fd)
+        if plan.stdin_fd is not None:
+            os.close(plan.stdin_fd)
         if netns_fd is not None:
             os.close(netns_fd)
         # While the job's first process sets itself up and execs. Before the report,
@@ -225,12 +227,22 @@ class _Shim:
             process=self.request.process,
             netns_fd=netns_fd,
             account_files=self._account_files(),
+            stdin_fd=self._stdin(),
             stdout_fd=self.pipes.stdout_w,
             stderr_fd=self.pipes.stderr_w,
             error_fd=self.pipes.error_w,
             status_fd=status_w if status_w >= 0 else None,
             ignored_signals=self.ignored_signals,
         )
+
+    def _stdin(self) -> int | None:
+        """The job's standard input, opened here: the job may not see the run directory."""
+        if not self.request.stdin:
+            return None
+        try:
+            return os.open(self.run_dir.stdin, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as error:
+            raise _SetupFailed("stdin", error.errno or 0, str(error)) from None
 
     def _account_files(self) -> tuple[str, str] | None:
         """The host's passwd and group, each with the job's user added, in the run directory.

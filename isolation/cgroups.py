@@ -27,9 +27,16 @@ from pathlib import Path
 from jobworker.isolation import _syscalls as syscalls
 from jobworker.isolation._mountinfo import read_mounts
 from jobworker.isolation._systemd import Scope
-from jobworker.isolation.errors import HostUnsupported, InvalidDevice, IsolationError
+from jobworker.isolation.errors import (
+    HostUnsupported,
+    InvalidDevice,
+    IsolationError,
+    LimitUnenforceable,
+)
 
 REQUIRED_CONTROLLERS = ("cpu", "memory", "io", "pids")
+OPTIONAL_CONTROLLERS = ("cpuset",)
+"""Enabled where delegated; only a job asking for what it controls needs it."""
 _V1_NAMES = {"cpu": "cpu", "memory": "memory", "io": "blkio", "pids": "pids"}
 _UNIFIED_HINT = (
     "boot the kernel with systemd.unified_cgroup_hierarchy=1 (and cgroup_no_v1=all) so that "
@@ -188,7 +195,10 @@ class CgroupHost:
             )
         self.jobs.mkdir(exist_ok=True)
         for group in _ancestors(self.mount, self.jobs):
-            self._enable_controllers(group)
+            # Optional controllers only where nobody else decides: the root and our own
+            # groups (a systemd unit that delegates them has them enabled above it).
+            ours = group == self.mount or group.is_relative_to(base)
+            self._enable_controllers(group, OPTIONAL_CONTROLLERS if ours else ())
 
     def base_exists(self) -> bool:
         """Whether the base group is there (a scope's: whether systemd still keeps it)."""
@@ -228,12 +238,15 @@ class CgroupHost:
                     f"{self.base}: {error.strerror}; remove it by hand"
                 ) from None
 
-    def _enable_controllers(self, group: Path) -> None:
+    def _enable_controllers(self, group: Path, optional: tuple[str, ...]) -> None:
         enabled = set(_read_words(group / "cgroup.subtree_control"))
-        wanted = [c for c in REQUIRED_CONTROLLERS if c not in enabled]
+        wanted = [c for c in (*REQUIRED_CONTROLLERS, *optional) if c not in enabled]
         if not wanted:
             return
         available = set(_read_words(group / "cgroup.controllers"))
+        wanted = [c for c in wanted if c in available or c in REQUIRED_CONTROLLERS]
+        if not wanted:
+            return
         absent = [c for c in wanted if c not in available]
         name = "/" + str(group.relative_to(self.mount)).lstrip(".")
         if absent:
@@ -318,6 +331,10 @@ class Usage:
     io_read_bytes: int | None = None
     io_write_bytes: int | None = None
     pids_peak: int | None = None
+    memory_high_events: int | None = None
+    """How often the job went over its memory.high and was throttled (memory.events)."""
+    memory_max_events: int | None = None
+    """How often it reached memory.max, whether or not that ended in an OOM kill."""
 
 
 @dataclass(frozen=True)
@@ -370,6 +387,13 @@ class JobCgroup:
                 disk = value.split(maxsplit=1)[0]
                 raise InvalidDevice(
                     "io", f"the kernel refused an IO limit on {disk}: {error.strerror}"
+                ) from None
+            if name == "cpuset.cpus":
+                raise LimitUnenforceable(
+                    "cpuset",
+                    "the cpuset controller is not delegated to the service's cgroup"
+                    if error.errno == errno.ENOENT
+                    else f"the kernel refused CPUs {value} for this service: {error.strerror}",
                 ) from None
             raise HostUnsupported(f"cannot set {name} in {self.path}: {error.strerror}") from None
 
@@ -435,6 +459,7 @@ class JobCgroup:
     def usage(self) -> Usage:
         """Read what the job consumed; meaningful once its processes are gone."""
         cpu = self._keyed("cpu.stat")
+        memory_events = self._keyed("memory.events")
         read_bytes = write_bytes = 0
         io_stat = self._read("io.stat")
         for line in (io_stat or "").splitlines():
@@ -451,6 +476,8 @@ class JobCgroup:
             io_read_bytes=read_bytes if io_stat is not None else None,
             io_write_bytes=write_bytes if io_stat is not None else None,
             pids_peak=self._number("pids.peak"),
+            memory_high_events=memory_events.get("high"),
+            memory_max_events=memory_events.get("max"),
         )
 
     def tear_down(self, timeout: float) -> Remains:

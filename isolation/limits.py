@@ -28,6 +28,10 @@ MIN_MEMORY_BYTES = 6 * 1024 * 1024
 MAX_PIDS = 4_194_304
 """PID_MAX_LIMIT on 64-bit kernels; pids.max cannot usefully exceed it."""
 
+MIN_CPU_WEIGHT, MAX_CPU_WEIGHT = 1, 10_000
+"""The range the kernel accepts for cpu.weight."""
+
+_CPU_LIST = re.compile(r"\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*")
 _U64_MAX = 2**64 - 1
 _MAJ_MIN = re.compile(r"^(\d+):(\d+)$")
 
@@ -55,6 +59,14 @@ class Limits:
     memory_bytes: int | None = None
     pids: int | None = None
     io: tuple[IOLimit, ...] = field(default=())
+    memory_high_bytes: int | None = None
+    """Where the kernel starts throttling and reclaiming, before ``memory_bytes`` OOM-kills."""
+    memory_swap_bytes: int | None = None
+    """Swap the job may use; None: none when ``memory_bytes`` is set, else unlimited."""
+    cpuset: str | None = None
+    """The CPUs the job may run on, in the kernel's list format (``0-1,3``)."""
+    cpu_weight: int | None = None
+    """Its share of contended CPU against other jobs (cgroup ``cpu.weight``, default 100)."""
 
 
 _IO_KEYS = (
@@ -74,10 +86,12 @@ def cgroup_settings(limits: Limits, *, sys_root: Path = Path("/sys")) -> list[tu
     settings = [("memory.oom.group", "1")]
     if limits.cpu_cores is not None:
         settings.append(("cpu.max", _cpu_max(limits.cpu_cores)))
-    if limits.memory_bytes is not None:
-        memory = _integer("memory", limits.memory_bytes, MIN_MEMORY_BYTES, 2**63)
-        # Without swap.max 0 the job would swap instead of hitting its limit.
-        settings += [("memory.max", str(memory)), ("memory.swap.max", "0")]
+    if limits.cpu_weight is not None:
+        weight = _integer("cpu_weight", limits.cpu_weight, MIN_CPU_WEIGHT, MAX_CPU_WEIGHT)
+        settings.append(("cpu.weight", str(weight)))
+    if limits.cpuset is not None:
+        settings.append(("cpuset.cpus", _cpuset(limits.cpuset, sys_root)))
+    settings += _memory_settings(limits)
     if limits.pids is not None:
         settings.append(("pids.max", str(_integer("pids", limits.pids, 1, MAX_PIDS))))
     for disk, values in _io_by_disk(limits.io, sys_root).items():
@@ -97,6 +111,66 @@ def _cpu_max(cores: float) -> str:
             "cpu", f"{cores} cores is more than the {online} CPUs of this host"
         )
     return f"{quota} {CPU_PERIOD_USEC}"
+
+
+def _memory_settings(limits: Limits) -> list[tuple[str, str]]:
+    settings = []
+    memory = limits.memory_bytes
+    if memory is not None:
+        memory = _integer("memory", memory, MIN_MEMORY_BYTES, 2**63)
+        settings.append(("memory.max", str(memory)))
+    if limits.memory_high_bytes is not None:
+        high = _integer("memory_high", limits.memory_high_bytes, MIN_MEMORY_BYTES, 2**63)
+        if memory is not None and high >= memory:
+            raise InvalidSpec(
+                "memory_high", f"{high} bytes must be below the memory limit ({memory} bytes)"
+            )
+        settings.append(("memory.high", str(high)))
+    if limits.memory_swap_bytes is not None:
+        swap = _integer("memory_swap", limits.memory_swap_bytes, 0, 2**63)
+        settings.append(("memory.swap.max", str(swap)))
+    elif memory is not None:
+        # Without swap.max 0 the job would swap instead of hitting its limit.
+        settings.append(("memory.swap.max", "0"))
+    return settings
+
+
+def _cpuset(cpus: object, sys_root: Path) -> str:
+    """Check a CPU list against the host's online CPUs; the kernel's own format back."""
+    if not isinstance(cpus, str) or not _CPU_LIST.fullmatch(cpus):
+        raise InvalidSpec("cpuset", f"{cpus!r} is not a CPU list such as 0-1,3")
+    wanted = _cpu_numbers(cpus)
+    if not wanted:
+        raise InvalidSpec("cpuset", f"{cpus!r} names no CPU")
+    online_file = sys_root / "devices" / "system" / "cpu" / "online"
+    online = _cpu_numbers(online_file.read_text().strip())
+    missing = sorted(wanted - online)
+    if missing:
+        raise LimitUnenforceable(
+            "cpuset", f"CPU {missing[0]} is not online on this host (online: {_cpu_list(online)})"
+        )
+    return _cpu_list(wanted)
+
+
+def _cpu_numbers(cpus: str) -> set[int]:
+    numbers: set[int] = set()
+    for part in filter(None, cpus.split(",")):
+        first, _, last = part.partition("-")
+        if int(last or first) < int(first):
+            raise InvalidSpec("cpuset", f"{part!r} is a range running backwards")
+        numbers.update(range(int(first), int(last or first) + 1))
+    return numbers
+
+
+def _cpu_list(numbers: set[int]) -> str:
+    """The kernel's list format: ``{0, 1, 3}`` is ``0-1,3``."""
+    ranges: list[list[int]] = []
+    for number in sorted(numbers):
+        if ranges and ranges[-1][1] == number - 1:
+            ranges[-1][1] = number
+        else:
+            ranges.append([number, number])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges)
 
 
 def _integer(name: str, value: object, minimum: int, maximum: int) -> int:

@@ -38,6 +38,11 @@ class RunDir:
         return self.path / "shim.log"
 
     @property
+    def stdin(self) -> Path:
+        """The bytes given at start as the job's standard input, when it was given any."""
+        return self.path / "stdin"
+
+    @property
     def passwd(self) -> Path:
         """The job's /etc/passwd, when it names a user the host does not know."""
         return self.path / "passwd"

@@ -52,6 +52,8 @@ class JobSpec:
     output_cap: int | None = None
     user: Credentials | None = None
     """None: the command runs as the service does (root), with all its groups."""
+    stdin: bool = False
+    """The caller wrote the job's standard input to ``RunDir(run_dir).stdin``."""
     filesystem: Filesystem = field(default_factory=Filesystem)
 
     def validate(self, *, sys_root: Path = Path("/sys")) -> ValidSpec:

@@ -54,6 +54,12 @@ class LimitPolicy:
                     name, f"{_amount(asked, unit)} is above the server's maximum of {maximum}"
                 )
             chosen[field] = asked
+        swap, most = requested.memory_swap_bytes, self.maximum.memory_bytes
+        if swap is not None and most is not None and _number(swap) and swap > most:
+            # Swap is memory the host pays for on disk: no more of it than of memory.
+            raise InvalidRequest(
+                "memory_swap", f"{swap} bytes is above the server's maximum memory of {most} bytes"
+            )
         return replace(requested, **chosen)
 
 

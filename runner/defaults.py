@@ -14,6 +14,7 @@ __all__ = [
     "JOB_TASKS_PERCENT",
     "KEEP_ENDED_SECONDS",
     "MAX_RUNNING_JOBS",
+    "MAX_STDIN_BYTES",
     "MIN_FREE_BYTES",
     "OUTPUT_CAP_BYTES",
     "STOP_GRACE_SECONDS",
@@ -28,6 +29,10 @@ KEEP_ENDED_SECONDS = 7 * 24 * 3600.0
 
 OUTPUT_CAP_BYTES = 1 << 30
 """Output kept per job; the rest is dropped and readers are told."""
+
+MAX_STDIN_BYTES = 16 << 20
+"""Standard input a job may be given at start: it travels in one message and is kept on
+disk with the job, so it is bounded like both."""
 
 MIN_FREE_BYTES = 64 << 20
 """New jobs are refused while less is free under the state directory."""

@@ -75,6 +75,8 @@ class JobRecord:
     uid: int | None = None
     """The user and group ids the command runs as (None in records from before they were kept)."""
     gid: int | None = None
+    stdin_bytes: int = 0
+    """How much standard input the job was given at start."""
     filesystem: Filesystem = field(default_factory=Filesystem)
     """The job's view of the filesystem, as requested (the host's in older records)."""
 
@@ -125,6 +127,10 @@ class JobRecord:
                 "memory_bytes": limits.memory_bytes,
                 "pids": limits.pids,
                 "io": [_shallow(io) for io in limits.io],
+                "memory_high_bytes": limits.memory_high_bytes,
+                "memory_swap_bytes": limits.memory_swap_bytes,
+                "cpuset": limits.cpuset,
+                "cpu_weight": limits.cpu_weight,
             },
             "namespaces": _shallow(self.namespaces),
             "state": self.state.value,
@@ -139,6 +145,7 @@ class JobRecord:
             "note": self.note,
             "uid": self.uid,
             "gid": self.gid,
+            "stdin_bytes": self.stdin_bytes,
             "filesystem": _filesystem_json(self.filesystem),
         }
         return json.dumps(data)
@@ -188,6 +195,10 @@ class JobRecord:
                 memory_bytes=limits["memory_bytes"],
                 pids=limits["pids"],
                 io=tuple(IOLimit(**io) for io in limits["io"]),
+                memory_high_bytes=limits.get("memory_high_bytes"),
+                memory_swap_bytes=limits.get("memory_swap_bytes"),
+                cpuset=limits.get("cpuset"),
+                cpu_weight=limits.get("cpu_weight"),
             ),
             namespaces=Namespaces(**data["namespaces"]),
             state=JobState(data["state"]),
@@ -202,6 +213,7 @@ class JobRecord:
             note=data["note"],
             uid=data.get("uid"),
             gid=data.get("gid"),
+            stdin_bytes=data.get("stdin_bytes", 0),
             filesystem=_filesystem(data.get("filesystem")),
         )
 

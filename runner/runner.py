@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -98,6 +99,8 @@ class RunnerConfig:
     """New jobs are refused while less is free under the state directory: records and the
     output of running jobs need the rest."""
     max_running_jobs: int = defaults.MAX_RUNNING_JOBS
+    max_stdin_bytes: int = defaults.MAX_STDIN_BYTES
+    """Standard input a job may be given at start; 0: none."""
     stop_jobs_on_close: bool = False
     """Default False: jobs outlive a clean shutdown and are re-adopted at the next start."""
     shutdown_grace_seconds: float = defaults.STOP_GRACE_SECONDS
@@ -143,6 +146,8 @@ class StartRequest:
     """USER or USER:GROUP, names or numbers; empty means the configured default user."""
     user_by_admin: bool = False
     """Whether the caller may choose any user; otherwise only the default or an allowed one."""
+    stdin: bytes = b""
+    """The job's standard input, read to its end at start; empty: /dev/null."""
     filesystem: Filesystem = field(default_factory=Filesystem)
     filesystem_by_admin: bool = False
     """Whether the caller may bind host paths and choose a new root (see ``Filesystem``)."""
@@ -236,6 +241,12 @@ class Runner:
         """Launch a job; returns its record once the command is running."""
         if not owner:
             raise InvalidRequest("owner", "a job needs an owner")
+        if len(request.stdin) > self.config.max_stdin_bytes:
+            raise InvalidRequest(
+                "stdin",
+                f"{len(request.stdin)} bytes is more than the server's limit of "
+                f"{self.config.max_stdin_bytes} bytes",
+            )
         admin_option = request.filesystem.admin_option()
         if admin_option is not None and not request.filesystem_by_admin:
             raise OptionNotAllowed(
@@ -262,6 +273,7 @@ class Runner:
             limits=self._limits.apply(request.limits),
             namespaces=request.namespaces,
             output_cap=self._quota.start(job_id),
+            stdin=bool(request.stdin),
             filesystem=request.filesystem,
         )
         # Off the event loop: user lookups may ask a directory server, validation
@@ -286,6 +298,7 @@ class Runner:
             filesystem=spec.filesystem,
             state=JobState.RUNNING,
             created_at=utcnow(),
+            stdin_bytes=len(request.stdin),
         )
         # The record becomes durable while the job launches, not after: the commit's
         # fsync is then off the launch path. A successor that finds it without a
@@ -318,11 +331,13 @@ class Runner:
             valid = spec.validate()  # before anything exists, the record included
         except isolation.InvalidSpec as error:
             raise _translate(error) from error
-        _check_free_space(self.config.state_dir, self.config.min_free_bytes)
+        _check_free_space(self.config.state_dir, self.config.min_free_bytes + len(request.stdin))
         if user is None:
             user = self._transient.allocate(spec.job_id)
         try:
             spec.run_dir.mkdir(mode=0o700)
+            if request.stdin:
+                _write_stdin(RunDir(spec.run_dir).stdin, request.stdin)
             if not user.listed:
                 home = Path(user.home)
                 home.mkdir(mode=0o700)
@@ -738,6 +753,20 @@ def _check_free_space(state_dir: Path, reserve: int) -> None:
             f"{reserve >> 20} MiB kept for records and running jobs; remove ended jobs "
             "(`jobworker rm`) or free space"
         )
+
+
+def _write_stdin(path: Path, data: bytes) -> None:
+    """The job's standard input on disk, readable by the service alone (blocking).
+
+    Its shim opens it for the job, so the job needs no access to the run directory.
+    """
+    try:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+            file.write(data)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(f"no space for the job's standard input: {error.strerror}") from None
+        raise StorageError(f"cannot store the job's standard input: {error.strerror}") from None
 
 
 def _log_size(run_dir: RunDir) -> int:

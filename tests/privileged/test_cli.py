@@ -247,6 +247,17 @@ def test_run_follow_exits_as_the_job_did_and_names_the_oom_killer(cli: Cli) -> N
     assert "was killed by the OOM killer" in err
 
 
+def test_run_stdin_dash_hands_this_commands_input_to_the_job(cli: Cli) -> None:
+    result = subprocess.run(
+        [JOBWORKER, "run", "--stdin", "-", "--follow", "--", "tr", "a-z", "A-Z"],
+        input="piped through\n", capture_output=True, text=True, env=cli.env, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (0, "PIPED THROUGH\n"), result.stderr
+    job_id = result.stderr.split()[-1]
+    assert cli.status(job_id)["stdin_bytes"] == len("piped through\n")
+
+
 def test_ls_logs_detach_and_stop_with_grace(cli: Cli) -> None:
     # The job notes when SIGTERM came and carries on, so only the kill after the grace
     # period ends it. Bash's own clock ($EPOCHREALTIME), not date: starting a process

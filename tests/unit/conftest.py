@@ -40,8 +40,10 @@ def add_block_device() -> AddBlockDevice:
 
 @pytest.fixture
 def fake_sys(tmp_path: Path) -> Path:
-    """A /sys with disk sda (8:0) and its partition sda1 (8:1), and disk sdb (8:16)."""
+    """A /sys with disk sda (8:0) and its partition sda1 (8:1), disk sdb (8:16), CPUs 0-3."""
     sys_root = tmp_path / "sys"
+    (sys_root / "devices" / "system" / "cpu").mkdir(parents=True)
+    (sys_root / "devices" / "system" / "cpu" / "online").write_text("0-3\n")
     _add_block_device(sys_root, "sda", "8:0")
     _add_block_device(sys_root, "sda1", "8:1", partition_of="sda")
     _add_block_device(sys_root, "sdb", "8:16")

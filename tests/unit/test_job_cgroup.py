@@ -289,6 +289,25 @@ def test_prepare_moves_us_and_enables_controllers(mount):
     assert subtree(mount / "jobworker/supervisor") == ""
 
 
+def test_prepare_enables_cpuset_in_the_root_and_its_own_groups_where_available(mount):
+    for group in (mount, mount / "jobworker", mount / "jobworker/jobs"):
+        (group / "cgroup.controllers").write_text(ALL + " cpuset\n")
+    CgroupHost(mount=mount, base="/jobworker", own="/").prepare()
+    for group in (mount, mount / "jobworker", mount / "jobworker/jobs"):
+        assert subtree(group) == "+cpu +memory +io +pids +cpuset", group
+
+
+def test_prepare_leaves_cpuset_alone_in_groups_above_a_delegated_unit(mount):
+    unit = fake_group(mount / "system.slice" / "jobworker.service", controllers=ALL)
+    fake_group(unit / "supervisor")
+    fake_group(unit / "jobs")
+    fake_group(mount / "system.slice", controllers=ALL + " cpuset", subtree=ALL)
+    (mount / "cgroup.subtree_control").write_text(ALL + " cpuset")
+    CgroupHost(mount=mount, base="/system.slice/jobworker.service", own="/other").prepare()
+    assert subtree(mount / "system.slice") == ALL  # systemd's to decide: not delegated to us
+    assert subtree(unit) == "+cpu +memory +io +pids"
+
+
 def test_prepare_enables_only_what_is_missing(mount):
     (mount / "cgroup.subtree_control").write_text("cpuset cpu io memory pids")
     (mount / "jobworker/cgroup.subtree_control").write_text("memory pids")
@@ -305,7 +324,7 @@ def test_prepare_in_a_delegated_unit_leaves_other_groups_alone(mount):
     fake_group(unit / "jobs")
     host = CgroupHost(mount=mount, base="/system.slice/jobworker.service", own="/other")
     (mount / "cgroup.subtree_control").write_text(ALL)
-    (mount / "system.slice/cgroup.subtree_control").write_text(ALL)
+    fake_group(mount / "system.slice", subtree=ALL)
     host.prepare()
     assert (unit / "supervisor/cgroup.procs").read_text() == ""  # not ours to move
     assert subtree(mount) == subtree(mount / "system.slice") == ALL

@@ -139,15 +139,87 @@ def test_all_limits_in_order(fake_sys):
         memory_bytes=64 * MiB,
         pids=50,
         io=(IOLimit("8:0", read_bps=1_000_000),),
+        memory_high_bytes=48 * MiB,
+        memory_swap_bytes=16 * MiB,
+        cpuset="1,3",
+        cpu_weight=200,
     )
     assert cgroup_settings(limits, sys_root=fake_sys) == [
         ("memory.oom.group", "1"),
         ("cpu.max", "50000 100000"),
+        ("cpu.weight", "200"),
+        ("cpuset.cpus", "1,3"),
         ("memory.max", str(64 * MiB)),
-        ("memory.swap.max", "0"),
+        ("memory.high", str(48 * MiB)),
+        ("memory.swap.max", str(16 * MiB)),
         ("pids.max", "50"),
         ("io.max", "8:0 rbps=1000000"),
     ]
+
+
+# --- memory.high and swap ------------------------------------------------------
+
+
+def test_memory_high_alone_leaves_swap_to_the_host():
+    assert settings_of(Limits(memory_high_bytes=32 * MiB)) == {
+        "memory.oom.group": "1",
+        "memory.high": str(32 * MiB),
+    }
+
+
+def test_swap_may_be_allowed_next_to_a_memory_limit_or_limited_alone():
+    assert settings_of(Limits(memory_bytes=64 * MiB, memory_swap_bytes=0))["memory.swap.max"] == "0"
+    assert settings_of(Limits(memory_swap_bytes=MiB)) == {
+        "memory.oom.group": "1",
+        "memory.swap.max": str(MiB),
+    }
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        (Limits(memory_high_bytes=MiB), "outside the allowed range"),
+        (Limits(memory_high_bytes="32M"), "must be a whole number"),  # type: ignore[arg-type]
+        (
+            Limits(memory_bytes=64 * MiB, memory_high_bytes=64 * MiB),
+            "must be below the memory limit",
+        ),
+        (Limits(memory_swap_bytes=-1), "outside the allowed range"),
+    ],
+)
+def test_memory_high_and_swap_invalid(limits, message):
+    with pytest.raises(InvalidSpec, match=message) as refused:
+        cgroup_settings(limits)
+    assert refused.value.field in ("memory_high", "memory_swap")
+
+
+# --- cpu.weight and cpuset -------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight", [0, 10_001, -5, 1.5, True, "100"])
+def test_cpu_weight_invalid(weight):
+    assert refused_field(Limits(cpu_weight=weight)) == "cpu_weight"
+
+
+@pytest.mark.parametrize(
+    ("cpus", "written"),
+    [("0", "0"), ("0-3", "0-3"), ("3,0-1", "0-1,3"), ("1,2,3", "1-3"), ("2-2", "2")],
+)
+def test_cpuset_is_written_in_the_kernels_own_format(fake_sys, cpus, written):
+    assert settings_of(Limits(cpuset=cpus), fake_sys)["cpuset.cpus"] == written
+
+
+@pytest.mark.parametrize("cpus", ["", "a", "0-", "-1", "0,,1", "0 1", "3-1", 1, "1-2,"])
+def test_cpuset_that_is_not_a_cpu_list_is_invalid(fake_sys, cpus):
+    with pytest.raises(InvalidSpec) as refused:
+        cgroup_settings(Limits(cpuset=cpus), sys_root=fake_sys)
+    assert refused.value.field == "cpuset"
+    assert not isinstance(refused.value, LimitUnenforceable)
+
+
+def test_a_cpu_the_host_has_not_got_is_unenforceable_and_named(fake_sys):
+    with pytest.raises(LimitUnenforceable, match="CPU 4 is not online on this host"):
+        cgroup_settings(Limits(cpuset="2-5"), sys_root=fake_sys)
 
 
 def test_first_bad_setting_is_reported():

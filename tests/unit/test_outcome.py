@@ -77,6 +77,8 @@ def test_json_is_plain_data():
             "io_read_bytes": None,
             "io_write_bytes": None,
             "pids_peak": 4,
+            "memory_high_events": None,
+            "memory_max_events": None,
         },
         "started_at": "2024-05-06T07:08:09.123456+00:00",
         "ended_at": "2024-05-06T07:08:12.123463+00:00",

@@ -47,6 +47,7 @@ def full_request() -> Request:
         ),
         output_cap=1 << 30,
         account=("u:x:70000:70001::/home/u:/bin/sh\n", "u:x:70001:\n"),
+        stdin=True,
     )
 
 

@@ -136,6 +136,7 @@ class Job(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     UID_FIELD_NUMBER: _builtins.int
     GID_FIELD_NUMBER: _builtins.int
+    STDIN_BYTES_FIELD_NUMBER: _builtins.int
     FILESYSTEM_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, a UUID."""
@@ -168,6 +169,8 @@ class Job(_message.Message):
     uid: _builtins.int
     """The user and group ids the command runs as."""
     gid: _builtins.int
+    stdin_bytes: _builtins.int
+    """How many bytes of standard input the job was given at start."""
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The command's arguments."""
@@ -226,11 +229,12 @@ class Job(_message.Message):
         user: _builtins.str = ...,
         uid: _builtins.int | None = ...,
         gid: _builtins.int | None = ...,
+        stdin_bytes: _builtins.int = ...,
         filesystem: Global___Filesystem | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "filesystem", b"filesystem", "gid", b"gid", "limits", b"limits", "signal", b"signal", "start_time", b"start_time", "uid", b"uid", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "args", b"args", "command", b"command", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "filesystem", b"filesystem", "gid", b"gid", "id", b"id", "limits", b"limits", "namespaces", b"namespaces", "note", b"note", "oom_killed", b"oom_killed", "owner", b"owner", "signal", b"signal", "signal_name", b"signal_name", "start_time", b"start_time", "state", b"state", "stopped_by", b"stopped_by", "uid", b"uid", "usage", b"usage", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "args", b"args", "command", b"command", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "filesystem", b"filesystem", "gid", b"gid", "id", b"id", "limits", b"limits", "namespaces", b"namespaces", "note", b"note", "oom_killed", b"oom_killed", "owner", b"owner", "signal", b"signal", "signal_name", b"signal_name", "start_time", b"start_time", "state", b"state", "stdin_bytes", b"stdin_bytes", "stopped_by", b"stopped_by", "uid", b"uid", "usage", b"usage", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -261,15 +265,35 @@ class Limits(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     PIDS_FIELD_NUMBER: _builtins.int
     IO_FIELD_NUMBER: _builtins.int
+    MEMORY_HIGH_BYTES_FIELD_NUMBER: _builtins.int
+    MEMORY_SWAP_BYTES_FIELD_NUMBER: _builtins.int
+    CPUSET_FIELD_NUMBER: _builtins.int
+    CPU_WEIGHT_FIELD_NUMBER: _builtins.int
     cpu_cores: _builtins.float
     """CPU time as a number of cores, e.g. 0.5 for half a core; 0.01 up to the
     number of CPUs of the host.
     """
     memory_bytes: _builtins.int
-    """Memory in bytes, at least 6 MiB; swap is not allowed, so the limit is real."""
+    """Memory in bytes, at least 6 MiB; no swap unless memory_swap_bytes allows
+    it, so the limit is real.
+    """
     pids: _builtins.int
     """How many processes and threads the job may have; with a pid namespace its
     init counts as one.
+    """
+    memory_high_bytes: _builtins.int
+    """Where the kernel throttles the job and reclaims its memory, before the OOM
+    killer acts at memory_bytes (cgroup memory.high); below memory_bytes.
+    """
+    memory_swap_bytes: _builtins.int
+    """Swap the job may use (memory.swap.max). Unset: none if memory_bytes is set,
+    else as much as the host has. At most the server's maximum memory.
+    """
+    cpuset: _builtins.str
+    """The CPUs the job may run on, as a list such as "0-1,3" (cpuset.cpus)."""
+    cpu_weight: _builtins.int
+    """Its share of contended CPU against other jobs, 1..10000 (cpu.weight;
+    the default is 100).
     """
     @_builtins.property
     def io(self) -> _containers.RepeatedCompositeFieldContainer[Global___IoLimit]:
@@ -282,21 +306,41 @@ class Limits(_message.Message):
         memory_bytes: _builtins.int | None = ...,
         pids: _builtins.int | None = ...,
         io: _abc.Iterable[Global___IoLimit] | None = ...,
+        memory_high_bytes: _builtins.int | None = ...,
+        memory_swap_bytes: _builtins.int | None = ...,
+        cpuset: _builtins.str | None = ...,
+        cpu_weight: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_cores", b"_cpu_cores", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "cpu_cores", b"cpu_cores", "memory_bytes", b"memory_bytes", "pids", b"pids"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_cores", b"_cpu_cores", "_cpu_weight", b"_cpu_weight", "_cpuset", b"_cpuset", "_memory_bytes", b"_memory_bytes", "_memory_high_bytes", b"_memory_high_bytes", "_memory_swap_bytes", b"_memory_swap_bytes", "_pids", b"_pids", "cpu_cores", b"cpu_cores", "cpu_weight", b"cpu_weight", "cpuset", b"cpuset", "memory_bytes", b"memory_bytes", "memory_high_bytes", b"memory_high_bytes", "memory_swap_bytes", b"memory_swap_bytes", "pids", b"pids"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_cores", b"_cpu_cores", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "cpu_cores", b"cpu_cores", "io", b"io", "memory_bytes", b"memory_bytes", "pids", b"pids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_cores", b"_cpu_cores", "_cpu_weight", b"_cpu_weight", "_cpuset", b"_cpuset", "_memory_bytes", b"_memory_bytes", "_memory_high_bytes", b"_memory_high_bytes", "_memory_swap_bytes", b"_memory_swap_bytes", "_pids", b"_pids", "cpu_cores", b"cpu_cores", "cpu_weight", b"cpu_weight", "cpuset", b"cpuset", "io", b"io", "memory_bytes", b"memory_bytes", "memory_high_bytes", b"memory_high_bytes", "memory_swap_bytes", b"memory_swap_bytes", "pids", b"pids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_cores: _TypeAlias = _typing.Literal["cpu_cores"]  # noqa: Y015
     _WhichOneofArgType__cpu_cores: _TypeAlias = _typing.Literal["_cpu_cores", b"_cpu_cores"]  # noqa: Y015
+    _WhichOneofReturnType__cpu_weight: _TypeAlias = _typing.Literal["cpu_weight"]  # noqa: Y015
+    _WhichOneofArgType__cpu_weight: _TypeAlias = _typing.Literal["_cpu_weight", b"_cpu_weight"]  # noqa: Y015
+    _WhichOneofReturnType__cpuset: _TypeAlias = _typing.Literal["cpuset"]  # noqa: Y015
+    _WhichOneofArgType__cpuset: _TypeAlias = _typing.Literal["_cpuset", b"_cpuset"]  # noqa: Y015
     _WhichOneofReturnType__memory_bytes: _TypeAlias = _typing.Literal["memory_bytes"]  # noqa: Y015
     _WhichOneofArgType__memory_bytes: _TypeAlias = _typing.Literal["_memory_bytes", b"_memory_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__memory_high_bytes: _TypeAlias = _typing.Literal["memory_high_bytes"]  # noqa: Y015
+    _WhichOneofArgType__memory_high_bytes: _TypeAlias = _typing.Literal["_memory_high_bytes", b"_memory_high_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__memory_swap_bytes: _TypeAlias = _typing.Literal["memory_swap_bytes"]  # noqa: Y015
+    _WhichOneofArgType__memory_swap_bytes: _TypeAlias = _typing.Literal["_memory_swap_bytes", b"_memory_swap_bytes"]  # noqa: Y015
     _WhichOneofReturnType__pids: _TypeAlias = _typing.Literal["pids"]  # noqa: Y015
     _WhichOneofArgType__pids: _TypeAlias = _typing.Literal["_pids", b"_pids"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_cores) -> _WhichOneofReturnType__cpu_cores | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_weight) -> _WhichOneofReturnType__cpu_weight | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cpuset) -> _WhichOneofReturnType__cpuset | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_bytes) -> _WhichOneofReturnType__memory_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_high_bytes) -> _WhichOneofReturnType__memory_high_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_swap_bytes) -> _WhichOneofReturnType__memory_swap_bytes | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__pids) -> _WhichOneofReturnType__pids | None: ...
 
@@ -367,6 +411,8 @@ class ResourceUsage(_message.Message):
     IO_READ_BYTES_FIELD_NUMBER: _builtins.int
     IO_WRITE_BYTES_FIELD_NUMBER: _builtins.int
     PIDS_PEAK_FIELD_NUMBER: _builtins.int
+    MEMORY_HIGH_EVENTS_FIELD_NUMBER: _builtins.int
+    MEMORY_MAX_EVENTS_FIELD_NUMBER: _builtins.int
     cpu_user_usec: _builtins.int
     """CPU time in user mode, microseconds."""
     cpu_system_usec: _builtins.int
@@ -379,6 +425,10 @@ class ResourceUsage(_message.Message):
     """Bytes written to block devices."""
     pids_peak: _builtins.int
     """Peak number of processes and threads."""
+    memory_high_events: _builtins.int
+    """How often the job went over memory_high_bytes and was throttled."""
+    memory_max_events: _builtins.int
+    """How often it reached memory_bytes, whether or not the OOM killer then acted."""
     def __init__(
         self,
         *,
@@ -388,10 +438,12 @@ class ResourceUsage(_message.Message):
         io_read_bytes: _builtins.int | None = ...,
         io_write_bytes: _builtins.int | None = ...,
         pids_peak: _builtins.int | None = ...,
+        memory_high_events: _builtins.int | None = ...,
+        memory_max_events: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_system_usec", b"_cpu_system_usec", "_cpu_user_usec", b"_cpu_user_usec", "_io_read_bytes", b"_io_read_bytes", "_io_write_bytes", b"_io_write_bytes", "_memory_peak_bytes", b"_memory_peak_bytes", "_pids_peak", b"_pids_peak", "cpu_system_usec", b"cpu_system_usec", "cpu_user_usec", b"cpu_user_usec", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "memory_peak_bytes", b"memory_peak_bytes", "pids_peak", b"pids_peak"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_system_usec", b"_cpu_system_usec", "_cpu_user_usec", b"_cpu_user_usec", "_io_read_bytes", b"_io_read_bytes", "_io_write_bytes", b"_io_write_bytes", "_memory_high_events", b"_memory_high_events", "_memory_max_events", b"_memory_max_events", "_memory_peak_bytes", b"_memory_peak_bytes", "_pids_peak", b"_pids_peak", "cpu_system_usec", b"cpu_system_usec", "cpu_user_usec", b"cpu_user_usec", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "memory_high_events", b"memory_high_events", "memory_max_events", b"memory_max_events", "memory_peak_bytes", b"memory_peak_bytes", "pids_peak", b"pids_peak"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_system_usec", b"_cpu_system_usec", "_cpu_user_usec", b"_cpu_user_usec", "_io_read_bytes", b"_io_read_bytes", "_io_write_bytes", b"_io_write_bytes", "_memory_peak_bytes", b"_memory_peak_bytes", "_pids_peak", b"_pids_peak", "cpu_system_usec", b"cpu_system_usec", "cpu_user_usec", b"cpu_user_usec", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "memory_peak_bytes", b"memory_peak_bytes", "pids_peak", b"pids_peak"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_system_usec", b"_cpu_system_usec", "_cpu_user_usec", b"_cpu_user_usec", "_io_read_bytes", b"_io_read_bytes", "_io_write_bytes", b"_io_write_bytes", "_memory_high_events", b"_memory_high_events", "_memory_max_events", b"_memory_max_events", "_memory_peak_bytes", b"_memory_peak_bytes", "_pids_peak", b"_pids_peak", "cpu_system_usec", b"cpu_system_usec", "cpu_user_usec", b"cpu_user_usec", "io_read_bytes", b"io_read_bytes", "io_write_bytes", b"io_write_bytes", "memory_high_events", b"memory_high_events", "memory_max_events", b"memory_max_events", "memory_peak_bytes", b"memory_peak_bytes", "pids_peak", b"pids_peak"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_system_usec: _TypeAlias = _typing.Literal["cpu_system_usec"]  # noqa: Y015
     _WhichOneofArgType__cpu_system_usec: _TypeAlias = _typing.Literal["_cpu_system_usec", b"_cpu_system_usec"]  # noqa: Y015
@@ -401,6 +453,10 @@ class ResourceUsage(_message.Message):
     _WhichOneofArgType__io_read_bytes: _TypeAlias = _typing.Literal["_io_read_bytes", b"_io_read_bytes"]  # noqa: Y015
     _WhichOneofReturnType__io_write_bytes: _TypeAlias = _typing.Literal["io_write_bytes"]  # noqa: Y015
     _WhichOneofArgType__io_write_bytes: _TypeAlias = _typing.Literal["_io_write_bytes", b"_io_write_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__memory_high_events: _TypeAlias = _typing.Literal["memory_high_events"]  # noqa: Y015
+    _WhichOneofArgType__memory_high_events: _TypeAlias = _typing.Literal["_memory_high_events", b"_memory_high_events"]  # noqa: Y015
+    _WhichOneofReturnType__memory_max_events: _TypeAlias = _typing.Literal["memory_max_events"]  # noqa: Y015
+    _WhichOneofArgType__memory_max_events: _TypeAlias = _typing.Literal["_memory_max_events", b"_memory_max_events"]  # noqa: Y015
     _WhichOneofReturnType__memory_peak_bytes: _TypeAlias = _typing.Literal["memory_peak_bytes"]  # noqa: Y015
     _WhichOneofArgType__memory_peak_bytes: _TypeAlias = _typing.Literal["_memory_peak_bytes", b"_memory_peak_bytes"]  # noqa: Y015
     _WhichOneofReturnType__pids_peak: _TypeAlias = _typing.Literal["pids_peak"]  # noqa: Y015
@@ -413,6 +469,10 @@ class ResourceUsage(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__io_read_bytes) -> _WhichOneofReturnType__io_read_bytes | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__io_write_bytes) -> _WhichOneofReturnType__io_write_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_high_events) -> _WhichOneofReturnType__memory_high_events | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_max_events) -> _WhichOneofReturnType__memory_max_events | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_peak_bytes) -> _WhichOneofReturnType__memory_peak_bytes | None: ...
     @_typing.overload
@@ -473,6 +533,7 @@ class StartJobRequest(_message.Message):
     WORKING_DIRECTORY_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
+    STDIN_FIELD_NUMBER: _builtins.int
     FILESYSTEM_FIELD_NUMBER: _builtins.int
     command: _builtins.str
     """The command: a path, or a name looked up on the job's PATH. Required."""
@@ -486,6 +547,10 @@ class StartJobRequest(_message.Message):
     only the default user or an account the server allows (PERMISSION_DENIED
     otherwise); an admin may name anyone. The job also gets the user's groups,
     HOME, USER and LOGNAME; every job not run as root has no_new_privs set.
+    """
+    stdin: _builtins.bytes
+    """Bytes the command reads as its standard input, at most the server's limit
+    (16 MiB unless configured otherwise). Empty: standard input is /dev/null.
     """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -525,11 +590,12 @@ class StartJobRequest(_message.Message):
         working_directory: _builtins.str = ...,
         environment: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         user: _builtins.str = ...,
+        stdin: _builtins.bytes = ...,
         filesystem: Global___Filesystem | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filesystem", b"filesystem", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "environment", b"environment", "filesystem", b"filesystem", "limits", b"limits", "namespaces", b"namespaces", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "environment", b"environment", "filesystem", b"filesystem", "limits", b"limits", "namespaces", b"namespaces", "stdin", b"stdin", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -62,13 +63,16 @@ def test_every_client_command_takes_the_connection_flags():
     assert parse("stop", "--grace", "500ms", JOB).grace == 0.5
 
 
-def test_run_builds_the_whole_request():
+def test_run_builds_the_whole_request(tmp_path):
+    stdin = tmp_path / "input"
+    stdin.write_bytes(b"\x00binary\nlines\n")
     args = parse(
         "run", "--cpu", "0.25", "--memory", "1.5G", "--pids", "10",
         "--io-read-bps", "/dev/vda=10M", "--io-write-iops", "/dev/vda=100",
         "--io-write-bps", "8:16=1M", "--no-isolate", "net,uts",
         "--workdir", "/tmp", "--env", "A=1", "--env", "B=x=y", "--follow",
-        "--user", "nobody:nogroup", "--", "make", "test",
+        "--user", "nobody:nogroup", "--memory-high", "1G", "--memory-swap", "0",
+        "--cpuset", "0-1,3", "--cpu-weight", "50", "--stdin", str(stdin), "--", "make", "test",
     )  # fmt: skip
     request = start_request(args)
     assert args.follow
@@ -87,6 +91,21 @@ def test_run_builds_the_whole_request():
     assert request.working_directory == "/tmp"
     assert dict(request.environment) == {"A": "1", "B": "x=y"}
     assert request.user == "nobody:nogroup"
+    assert request.limits.memory_high_bytes == 1 << 30
+    assert request.limits.HasField("memory_swap_bytes")
+    assert request.limits.memory_swap_bytes == 0
+    assert (request.limits.cpuset, request.limits.cpu_weight) == ("0-1,3", 50)
+    assert request.stdin == b"\x00binary\nlines\n"
+
+
+def test_stdin_dash_reads_the_commands_own(monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"piped\n")))
+    assert start_request(parse("run", "--stdin", "-", "--", "cat")).stdin == b"piped\n"
+
+
+def test_stdin_that_cannot_be_read_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match=f"--stdin {tmp_path}/missing: No such file or directory"):
+        start_request(parse("run", "--stdin", str(tmp_path / "missing"), "--", "cat"))
 
 
 def test_run_without_options_leaves_everything_to_the_server_defaults():

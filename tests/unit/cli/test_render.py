@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from jobworker.cli import _render as render
 from jobworker.cli._streaming import copy_output
 from jobworker.v1 import jobworker_pb2 as pb
-from tests.status_schema import STATUS_KEYS, USAGE_KEYS
+from tests.status_schema import LIMITS_KEYS, STATUS_KEYS, USAGE_KEYS
 
 NAMESPACES = {"pid": True, "mount": True, "net": False, "uts": True, "ipc": True}
 
@@ -64,7 +64,13 @@ def test_a_running_job_as_json():
     assert data["created_at"] == "2025-01-31T12:00:00.123456Z"
     assert data["started_at"] == "2025-01-31T12:00:00.200Z"
     assert data["ended_at"] is None
-    assert data["limits"] == {"cpu_cores": 0.5, "memory_bytes": 64 << 20, "pids": None, "io": []}
+    assert set(data["limits"]) == LIMITS_KEYS
+    assert data["limits"] == {
+        **dict.fromkeys(LIMITS_KEYS),
+        "cpu_cores": 0.5,
+        "memory_bytes": 64 << 20,
+        "io": [],
+    }
     assert data["namespaces"] == NAMESPACES
     assert list(data["namespaces"]) == ["pid", "mount", "net", "uts", "ipc"]
     assert data["usage"] == dict.fromkeys(USAGE_KEYS)
@@ -174,3 +180,18 @@ def test_a_job_from_before_ids_were_kept_shows_its_user_alone():
     job.ClearField("gid")
     assert "user:       nobody\n" in render.status_text(job)
     assert render.job_json(job)["uid"] is None
+
+
+def test_throttling_limits_and_their_counts_are_shown():
+    job = oom_killed_job()
+    job.limits.MergeFrom(
+        pb.Limits(memory_high_bytes=48 << 20, memory_swap_bytes=0, cpuset="0-1,3", cpu_weight=50)
+    )
+    job.usage.memory_high_events = 12
+    job.usage.memory_max_events = 3
+    data = render.job_json(job)
+    assert (data["limits"]["memory_swap_bytes"], data["limits"]["cpuset"]) == (0, "0-1,3")
+    assert (data["usage"]["memory_high_events"], data["usage"]["memory_max_events"]) == (12, 3)
+    text = render.status_text(job)
+    assert "memory high 48 MiB, swap 0 B, cpus 0-1,3, cpu weight 50" in text
+    assert "over memory high 12 times, at memory limit 3 times" in text

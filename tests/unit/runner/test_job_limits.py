@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from jobworker.isolation.limits import IOLimit, Limits
@@ -17,6 +19,8 @@ POLICY = LimitPolicy(
 def test_what_a_job_asks_for_within_the_maximum_is_what_it_gets():
     asked = Limits(cpu_cores=1.5, memory_bytes=512 << 20, pids=50, io=(IOLimit("8:0", read_bps=1),))
     assert POLICY.apply(asked) == asked
+    swapping = Limits(memory_bytes=64 << 20, memory_swap_bytes=1 << 30, memory_high_bytes=32 << 20)
+    assert POLICY.apply(swapping) == replace(swapping, cpu_cores=2.0, pids=500)
 
 
 def test_a_job_asking_for_nothing_gets_the_default_else_the_maximum():
@@ -35,6 +39,11 @@ def test_no_policy_leaves_a_job_unlimited():
             Limits(memory_bytes=(1 << 30) + 1),
             "memory",
             "1073741825 bytes is above the server's maximum of 1073741824 bytes",
+        ),
+        (
+            Limits(memory_bytes=1 << 20, memory_swap_bytes=(1 << 30) + 1),
+            "memory_swap",
+            "1073741825 bytes is above the server's maximum memory of 1073741824 bytes",
         ),
     ],
 )
