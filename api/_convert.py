@@ -16,7 +16,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from jobworker.runner import defaults
 from jobworker.runner.errors import InvalidRequest
 from jobworker.runner.output import OutputCapped, OutputEvent, OutputTruncated, Stream
-from jobworker.runner.records import IOLimit, JobRecord, JobState, Limits, Namespaces, Usage
+from jobworker.runner.records import (
+    Bind,
+    Filesystem,
+    IOLimit,
+    JobRecord,
+    JobState,
+    Limits,
+    Namespaces,
+    Tmpfs,
+    Usage,
+)
 from jobworker.runner.runner import StartRequest
 from jobworker.v1 import jobworker_pb2 as pb
 
@@ -51,6 +61,8 @@ def start_request(request: pb.StartJobRequest, *, by_admin: bool) -> StartReques
         user=request.user,
         user_by_admin=by_admin,
         stdin=request.stdin,
+        filesystem=_filesystem(request.filesystem),
+        filesystem_by_admin=by_admin,
     )
 
 
@@ -100,6 +112,29 @@ def _namespaces(requested: dict[str, bool]) -> Namespaces:
     return Namespaces(**{name: requested.get(name, True) for name in known})
 
 
+def _filesystem(message: pb.Filesystem) -> Filesystem:
+    return Filesystem(
+        read_only=message.read_only,
+        tmpfs=tuple(
+            Tmpfs(t.path, t.size_bytes if t.HasField("size_bytes") else None) for t in message.tmpfs
+        ),
+        binds=tuple(Bind(b.source, b.destination, b.read_only) for b in message.binds),
+        rootfs=message.rootfs or None,
+    )
+
+
+def _filesystem_message(view: Filesystem) -> pb.Filesystem:
+    return pb.Filesystem(
+        read_only=view.read_only,
+        tmpfs=[pb.Tmpfs(path=t.path, size_bytes=t.size_bytes) for t in view.tmpfs],
+        binds=[
+            pb.Bind(source=b.source, destination=b.destination, read_only=b.read_only)
+            for b in view.binds
+        ],
+        rootfs=view.rootfs or "",
+    )
+
+
 def job(record: JobRecord) -> pb.Job:
     """The Job message for a record."""
     message = pb.Job(
@@ -119,6 +154,7 @@ def job(record: JobRecord) -> pb.Job:
         uid=record.uid,
         gid=record.gid,
         stdin_bytes=record.stdin_bytes,
+        filesystem=_filesystem_message(record.filesystem),
     )
     if record.started_at is not None:
         message.start_time.CopyFrom(_timestamp(record.started_at))

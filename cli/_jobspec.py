@@ -75,3 +75,50 @@ def parse_env(text: str) -> tuple[str, str]:
     if not separator or not key:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
     return key, value
+
+
+@dataclass(frozen=True)
+class TmpfsValue:
+    """One ``--tmpfs PATH[:SIZE]``."""
+
+    path: str
+    size: int | None
+
+
+@dataclass(frozen=True)
+class BindValue:
+    """One ``--bind SRC[:DST][:ro]``."""
+
+    source: str
+    destination: str
+    read_only: bool
+
+
+def parse_tmpfs(text: str) -> TmpfsValue:
+    """``PATH[:SIZE]``: where a tmpfs goes in the job, and its size like ``64M``."""
+    path, separator, size = text.partition(":")
+    _absolute(path, "PATH", text)
+    return TmpfsValue(path, parse_size(size) if separator else None)
+
+
+def parse_bind(text: str) -> BindValue:
+    """``SRC[:DST][:ro]``: a path on the server's host, and where the job sees it."""
+    parts = text.split(":")
+    read_only = len(parts) > 1 and parts[-1] == "ro"
+    if read_only:
+        parts.pop()
+    if len(parts) > 2:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not SRC[:DST][:ro] (e.g. /srv/data:/data:ro)"
+        )
+    for part, what in zip(parts, ("SRC", "DST"), strict=False):
+        _absolute(part, what, text)
+    return BindValue(parts[0], parts[1] if len(parts) == 2 else "", read_only)
+
+
+def _absolute(path: str, what: str, text: str) -> None:
+    """Paths are the server host's: a relative one has no meaning there."""
+    if not path.startswith("/"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {what} must be an absolute path (on the server's host)"
+        )

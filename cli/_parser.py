@@ -17,11 +17,13 @@ from jobworker.api.streams import DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_U
 from jobworker.cli import _defaults as defaults
 from jobworker.cli._errors import UsageError
 from jobworker.cli._jobspec import (
+    parse_bind,
     parse_device_iops,
     parse_device_rate,
     parse_env,
     parse_job_id,
     parse_namespace_list,
+    parse_tmpfs,
 )
 from jobworker.cli._units import (
     duration_argument,
@@ -484,6 +486,35 @@ def _run(commands: argparse._SubParsersAction[Parser], client: Parser) -> None:
         type=parse_namespace_list,
         metavar="LIST",
         help="all namespaces but these, e.g. net",
+    )
+    filesystem = run.add_argument_group(
+        "filesystem (each needs the mount namespace; paths are the server host's)"
+    )
+    filesystem.add_argument(
+        "--read-only",
+        action="store_true",
+        help="the host's files read-only, with a private writable /tmp (a tmpfs)",
+    )
+    filesystem.add_argument(
+        "--tmpfs",
+        type=parse_tmpfs,
+        action="append",
+        metavar="PATH[:SIZE]",
+        help="a private tmpfs at PATH, e.g. /work:64M (default size: the memory limit, "
+        "or half the RAM); repeatable",
+    )
+    filesystem.add_argument(
+        "--bind",
+        type=parse_bind,
+        action="append",
+        metavar="SRC[:DST][:ro]",
+        help="show the host's SRC at DST (default: the same path), read-only with :ro; "
+        "admins only; repeatable",
+    )
+    filesystem.add_argument(
+        "--rootfs",
+        metavar="DIR",
+        help="run inside DIR (with its own /proc, a minimal /dev); admins only",
     )
     run.add_argument("--workdir", metavar="DIR", help="working directory (default: /)")
     run.add_argument(

@@ -19,6 +19,9 @@ The JSON object (a contract: scripts parse it)::
                                  io: [{device, read_bps, write_bps, read_iops, write_iops}]}
     namespaces                  {pid, mount, net, uts, ipc: bool}
     stdin_bytes                 int: standard input given at start (0: none, /dev/null)
+    filesystem                  {read_only: bool, tmpfs: [{path, size_bytes: int or null}],
+                                 binds: [{source, destination, read_only}],
+                                 rootfs: string or null}
     usage                       {cpu_user_usec, cpu_system_usec, memory_peak_bytes,
                                  io_read_bytes, io_write_bytes, pids_peak,
                                  memory_high_events, memory_max_events: int or null};
@@ -93,10 +96,39 @@ def job_json(job: pb.Job) -> dict[str, Any]:
         },
         "namespaces": {name: bool(job.namespaces.get(name, False)) for name in sorted_names(job)},
         "stdin_bytes": job.stdin_bytes,
+        "filesystem": filesystem_json(job.filesystem),
         "usage": {name: _optional(job.usage, name) for name in USAGE_FIELDS},
         "stopped_by": job.stopped_by or None,
         "note": job.note or None,
     }
+
+
+def filesystem_json(view: pb.Filesystem) -> dict[str, Any]:
+    """The job's view of the filesystem (see the module documentation)."""
+    return {
+        "read_only": view.read_only,
+        "tmpfs": [{"path": t.path, "size_bytes": _optional(t, "size_bytes")} for t in view.tmpfs],
+        "binds": [
+            {"source": b.source, "destination": b.destination or b.source, "read_only": b.read_only}
+            for b in view.binds
+        ],
+        "rootfs": view.rootfs or None,
+    }
+
+
+def filesystem_text(view: pb.Filesystem) -> str:
+    """The view in a line, e.g. ``read-only, tmpfs /work 1 MiB, bind /srv on /data (ro)``."""
+    parts = ["read-only"] if view.read_only else []
+    for t in view.tmpfs:
+        size = f" {size_text(t.size_bytes)}" if t.HasField("size_bytes") else ""
+        parts.append(f"tmpfs {t.path}{size}")
+    for b in view.binds:
+        parts.append(
+            f"bind {b.source} on {b.destination or b.source}{' (ro)' if b.read_only else ''}"
+        )
+    if view.rootfs:
+        parts.append(f"rootfs {view.rootfs}")
+    return printable(", ".join(parts)) or "the host's"
 
 
 def state_name(job: pb.Job) -> str:
@@ -169,6 +201,7 @@ def status_text(job: pb.Job) -> str:
         ("ended", data["ended_at"] or "-"),
         ("limits", limits_text(job.limits)),
         ("namespaces", " ".join(on) or "none (shares the host's)"),
+        ("filesystem", filesystem_text(job.filesystem)),
         ("usage", usage_text(job)),
     ]
     if job.stdin_bytes:

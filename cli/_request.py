@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from google.protobuf.message import Message
 
 from jobworker.cli._errors import UsageError
-from jobworker.cli._jobspec import NAMESPACES, DeviceValue
+from jobworker.cli._jobspec import NAMESPACES, BindValue, DeviceValue, TmpfsValue
 from jobworker.v1 import jobworker_pb2 as pb
 
 IO_FIELDS = {
@@ -97,4 +97,22 @@ def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
         environment=dict(args.env or ()),
         user=args.user or "",
         stdin=read_stdin(args.stdin),
+        filesystem=filesystem(args),
+    )
+
+
+def filesystem(args: argparse.Namespace) -> pb.Filesystem | None:
+    """The request's Filesystem from --read-only, --tmpfs, --bind and --rootfs; None if unset."""
+    tmpfs: list[TmpfsValue] = args.tmpfs or []
+    binds: list[BindValue] = args.bind or []
+    if not (args.read_only or tmpfs or binds or args.rootfs):
+        return None
+    return pb.Filesystem(
+        read_only=args.read_only,
+        tmpfs=[pb.Tmpfs(path=t.path, size_bytes=t.size) for t in tmpfs],
+        binds=[
+            pb.Bind(source=b.source, destination=b.destination, read_only=b.read_only)
+            for b in binds
+        ],
+        rootfs=args.rootfs or "",
     )

@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import NoReturn
 
+from jobworker.isolation import _mounts as mounts
 from jobworker.isolation import _syscalls as syscalls
 from jobworker.isolation import _sysfs as sysfs
 from jobworker.isolation._protocol import Failed, ProcessSetup
@@ -107,6 +108,9 @@ def _set_up(plan: ChildPlan, stage: _Stage) -> None:
             passwd, group = plan.account_files
             syscalls.mount(passwd, "/etc/passwd", None, syscalls.MS_BIND)
             syscalls.mount(group, "/etc/group", None, syscalls.MS_BIND)
+        if process.filesystem.requested():
+            stage.name = "filesystem"
+            mounts.make_view(process.filesystem, own_network=plan.netns_fd is not None)
     if process.pid_namespace:
         stage.name = "mount"
         flags = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC

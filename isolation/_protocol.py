@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from jobworker.isolation.errors import MalformedMessage
+from jobworker.isolation.filesystem import Bind, Filesystem, Tmpfs
 from jobworker.isolation.rundir import RunDir
 
 T = TypeVar("T")
@@ -61,6 +62,8 @@ class ProcessSetup:
     groups: tuple[int, ...] = ()
     no_new_privs: bool = False
     """Whether exec may never raise privileges again (setuid binaries run as the caller)."""
+    filesystem: Filesystem = field(default_factory=Filesystem)
+    """The job's view of the filesystem, as ``Filesystem.for_job`` made it (see ``_mounts``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object this setup is sent as, inside a ``Request``."""
@@ -76,6 +79,7 @@ class ProcessSetup:
             "gid": self.gid,
             "groups": list(self.groups),
             "no_new_privs": self.no_new_privs,
+            "filesystem": _filesystem_dict(self.filesystem),
         }
 
     @classmethod
@@ -94,9 +98,46 @@ class ProcessSetup:
             gid=fields.optional_integer("gid"),
             groups=fields.integers("groups"),
             no_new_privs=fields.boolean("no_new_privs"),
+            filesystem=_filesystem(fields.value("filesystem")),
         )
         fields.done()
         return setup
+
+
+def _filesystem_dict(view: Filesystem) -> dict[str, Any]:
+    return {
+        "read_only": view.read_only,
+        "tmpfs": [{"path": t.path, "size_bytes": t.size_bytes} for t in view.tmpfs],
+        "binds": [
+            {"source": b.source, "destination": b.destination, "read_only": b.read_only}
+            for b in view.binds
+        ],
+        "rootfs": view.rootfs,
+    }
+
+
+def _filesystem(data: object) -> Filesystem:
+    """Inverse of ``_filesystem_dict``."""
+    fields = _Fields(data, "filesystem")
+    tmpfs, binds = [], []
+    for item in fields.objects("tmpfs"):
+        one = _Fields(item, "tmpfs")
+        tmpfs.append(Tmpfs(one.string("path"), one.optional_integer("size_bytes")))
+        one.done()
+    for item in fields.objects("binds"):
+        one = _Fields(item, "bind")
+        binds.append(
+            Bind(one.string("source"), one.string("destination"), one.boolean("read_only"))
+        )
+        one.done()
+    view = Filesystem(
+        read_only=fields.boolean("read_only"),
+        tmpfs=tuple(tmpfs),
+        binds=tuple(binds),
+        rootfs=fields.optional_string("rootfs"),
+    )
+    fields.done()
+    return view
 
 
 @dataclass(frozen=True)
@@ -322,6 +363,9 @@ class _Fields:
         if any(isinstance(item, bool) for item in items):
             raise MalformedMessage(f"{self.what}: {key} is not a list of integers")
         return tuple(self._typed(key, item, int, "a list of integers") for item in items)
+
+    def objects(self, key: str) -> list[object]:
+        return self._typed(key, self.value(key), list, "a list")
 
     def string_map(self, key: str) -> dict[str, str]:
         items = self._typed(key, self.value(key), dict, "an object")

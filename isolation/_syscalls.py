@@ -137,15 +137,17 @@ def setns(fd: int, nstype: int) -> None:
     _check(_libc.setns(fd, nstype), "setns")
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
-    """Mount a filesystem (no filesystem-specific data is ever needed here)."""
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int, options: str | None = None
+) -> None:
+    """Mount a filesystem; ``options`` are the filesystem's own (tmpfs: ``size=...``)."""
     _check(
         _libc.mount(
             source.encode() if source else None,
             target.encode(),
             fstype.encode() if fstype else None,
             flags,
-            None,
+            options.encode() if options else None,
         ),
         f"mount {target}",
     )
@@ -215,3 +217,112 @@ def set_process_name(name: str) -> None:
     """Name the process as ps and top show it, so our helpers are easy to tell apart."""
     buffer = ctypes.create_string_buffer(name.encode()[:15])
     _check(_libc.prctl(PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0), "prctl")
+
+
+MS_RDONLY = 0x1
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_IN_ROOT = 0x10
+_AT_EMPTY_PATH = 0x1000
+_MOVE_MOUNT_T_EMPTY_PATH = 0x40
+_SYS_OPENAT2 = 437
+_SYS_MOUNT_SETATTR = 442
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, -1)
+"""pivot_root's number differs by architecture; openat2 and mount_setattr have one everywhere."""
+
+
+class _OpenHow(ctypes.Structure):
+    """``struct open_how`` from linux/openat2.h (Linux 5.6)."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in ("flags", "mode", "resolve")]
+
+
+class _MountAttr(ctypes.Structure):
+    """``struct mount_attr`` from linux/mount.h (Linux 5.12)."""
+
+    _fields_ = [
+        (name, ctypes.c_uint64) for name in ("attr_set", "attr_clr", "propagation", "userns_fd")
+    ]
+
+
+def open_path(path: str, resolve: int, *, dirfd: int = _AT_FDCWD) -> int:
+    """An O_PATH descriptor for ``path``, resolved under openat2's ``resolve`` rules.
+
+    RESOLVE_NO_SYMLINKS refuses a symbolic link anywhere on the way (ELOOP), so
+    nobody can swap a component for a link between a check and its use;
+    RESOLVE_IN_ROOT resolves ``path`` as if ``dirfd`` were ``/``, links included.
+    """
+    how = _OpenHow(flags=os.O_PATH | os.O_CLOEXEC, resolve=resolve)
+    fd = _libc.syscall(
+        ctypes.c_long(_SYS_OPENAT2),
+        ctypes.c_long(dirfd),
+        path.encode(),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
+    if fd < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{path}: {os.strerror(errno)}")
+    return int(fd)
+
+
+def clone_mount_at(fd: int) -> int:
+    """Like ``clone_mount_tree``, for what an open descriptor (``open_path``) refers to."""
+    tree = _libc.syscall(
+        ctypes.c_long(_SYS_OPEN_TREE),
+        ctypes.c_long(fd),
+        b"",
+        ctypes.c_ulong(_OPEN_TREE_CLONE | _AT_RECURSIVE | _AT_EMPTY_PATH | os.O_CLOEXEC),
+    )
+    if tree < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"open_tree: {os.strerror(errno)}")
+    return int(tree)
+
+
+def move_mount_onto(tree_fd: int, target_fd: int) -> None:
+    """Attach a tree from ``clone_mount_at`` onto what ``target_fd`` (``open_path``) is."""
+    result = _libc.syscall(
+        ctypes.c_long(_SYS_MOVE_MOUNT),
+        ctypes.c_long(tree_fd),
+        b"",
+        ctypes.c_long(target_fd),
+        b"",
+        ctypes.c_ulong(_MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_EMPTY_PATH),
+    )
+    _check(int(result), "move_mount")
+
+
+def set_mount_attributes(fd: int, attributes: int, *, path: str = "") -> None:
+    """Set MOUNT_ATTR_* flags on a mount and every mount below it, at once (Linux 5.12).
+
+    ``fd`` is a mount tree from ``clone_mount_at``, or a directory that ``path`` is
+    relative to; unlike a remount, the flags reach every submount atomically.
+    """
+    attr = _MountAttr(attr_set=attributes)
+    flags = _AT_RECURSIVE | (0 if path else _AT_EMPTY_PATH)
+    result = _libc.syscall(
+        ctypes.c_long(_SYS_MOUNT_SETATTR),
+        ctypes.c_long(fd),
+        path.encode(),
+        ctypes.c_uint(flags),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    _check(int(result), f"mount_setattr {path}".rstrip())
+
+
+def set_root_read_only() -> None:
+    """Make ``/`` and every mount below it read-only, in the caller's mount namespace."""
+    set_mount_attributes(_AT_FDCWD, MOUNT_ATTR_RDONLY, path="/")
+
+
+def pivot_root_here() -> None:
+    """Make the current directory (a mount point) the root, stacking the old root on it.
+
+    ``pivot_root(".", ".")``, as runc does: the old root ends up mounted over the
+    new one, so unmounting ``.`` afterwards drops it without a directory to park it in.
+    """
+    _check(int(_libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), b".", b".")), "pivot_root")

@@ -398,6 +398,7 @@ def _request(spec: JobSpec, cgroup: JobCgroup) -> Request:
             groups=user.groups if user else (),
             # Every job not run as root: setuid programs cannot make it root again.
             no_new_privs=user is not None and not user.is_root,
+            filesystem=spec.filesystem.for_job(spec.limits.memory_bytes),
         ),
     )
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jobworker.isolation.credentials import Credentials
 from jobworker.isolation.errors import InvalidSpec
+from jobworker.isolation.filesystem import Filesystem
 from jobworker.isolation.limits import Limits, cgroup_settings
 from jobworker.isolation.namespaces import Namespaces
 
@@ -53,6 +54,7 @@ class JobSpec:
     """None: the command runs as the service does (root), with all its groups."""
     stdin: bool = False
     """The caller wrote the job's standard input to ``RunDir(run_dir).stdin``."""
+    filesystem: Filesystem = field(default_factory=Filesystem)
 
     def validate(self, *, sys_root: Path = Path("/sys")) -> ValidSpec:
         """Refuse anything invalid before a cgroup or process exists; what may be launched."""
@@ -79,6 +81,7 @@ class JobSpec:
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
             raise InvalidSpec("output_cap", f"{cap!r} must be a size in bytes")
         self.namespaces.validate()
+        self.filesystem.validate(self.namespaces)
         settings = cgroup_settings(self.limits, sys_root=sys_root)
         if self.namespaces.pid and self.limits.pids is not None and self.limits.pids < 2:
             raise InvalidSpec("pids", "must be at least 2 with a pid namespace: its init counts")

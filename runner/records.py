@@ -15,18 +15,29 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from jobworker.isolation.cgroups import Usage
+from jobworker.isolation.filesystem import Bind, Filesystem, Tmpfs
 from jobworker.isolation.limits import IOLimit, Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome
 
 # The value types of a record's fields are the isolation layer's; they are exported here,
 # with the record, so that the runner's callers need not reach past it.
-__all__ = ["IOLimit", "JobRecord", "JobState", "Limits", "Namespaces", "Usage"]
+__all__ = [
+    "Bind",
+    "Filesystem",
+    "IOLimit",
+    "JobRecord",
+    "JobState",
+    "Limits",
+    "Namespaces",
+    "Tmpfs",
+    "Usage",
+]
 
 
 class JobState(enum.Enum):
@@ -66,6 +77,8 @@ class JobRecord:
     gid: int | None = None
     stdin_bytes: int = 0
     """How much standard input the job was given at start."""
+    filesystem: Filesystem = field(default_factory=Filesystem)
+    """The job's view of the filesystem, as requested (the host's in older records)."""
 
     @property
     def ended(self) -> bool:
@@ -133,6 +146,7 @@ class JobRecord:
             "uid": self.uid,
             "gid": self.gid,
             "stdin_bytes": self.stdin_bytes,
+            "filesystem": _filesystem_json(self.filesystem),
         }
         return json.dumps(data)
 
@@ -200,12 +214,33 @@ class JobRecord:
             uid=data.get("uid"),
             gid=data.get("gid"),
             stdin_bytes=data.get("stdin_bytes", 0),
+            filesystem=_filesystem(data.get("filesystem")),
         )
 
 
-def _shallow(value: IOLimit | Namespaces | Usage) -> dict[str, Any]:
+def _shallow(value: IOLimit | Namespaces | Usage | Tmpfs | Bind) -> dict[str, Any]:
     """A flat dataclass's fields as a dict (its values are plain numbers, strings, bools)."""
     return {item.name: getattr(value, item.name) for item in fields(value)}
+
+
+def _filesystem_json(view: Filesystem) -> dict[str, Any]:
+    return {
+        "read_only": view.read_only,
+        "tmpfs": [_shallow(tmpfs) for tmpfs in view.tmpfs],
+        "binds": [_shallow(bind) for bind in view.binds],
+        "rootfs": view.rootfs,
+    }
+
+
+def _filesystem(data: dict[str, Any] | None) -> Filesystem:
+    if data is None:  # a record from before filesystem views
+        return Filesystem()
+    return Filesystem(
+        read_only=data["read_only"],
+        tmpfs=tuple(Tmpfs(**tmpfs) for tmpfs in data["tmpfs"]),
+        binds=tuple(Bind(**bind) for bind in data["binds"]),
+        rootfs=data["rootfs"],
+    )
 
 
 def _time(text: str | None) -> datetime | None:

@@ -43,6 +43,7 @@ from typing import TypeVar
 from jobworker.isolation import errors as isolation
 from jobworker.isolation.capacity import HostCapacity
 from jobworker.isolation.cgroups import CgroupHost, Usage
+from jobworker.isolation.filesystem import Filesystem
 from jobworker.isolation.launcher import Launcher, RunningJob
 from jobworker.isolation.limits import Limits
 from jobworker.isolation.namespaces import Namespaces
@@ -65,6 +66,7 @@ from jobworker.runner.errors import (
     JobNotFound,
     JobStillRunning,
     LimitUnenforceable,
+    OptionNotAllowed,
     StartFailed,
     StartFailure,
     StorageError,
@@ -146,6 +148,9 @@ class StartRequest:
     """Whether the caller may choose any user; otherwise only the default or an allowed one."""
     stdin: bytes = b""
     """The job's standard input, read to its end at start; empty: /dev/null."""
+    filesystem: Filesystem = field(default_factory=Filesystem)
+    filesystem_by_admin: bool = False
+    """Whether the caller may bind host paths and choose a new root (see ``Filesystem``)."""
 
 
 class _Active:
@@ -242,6 +247,11 @@ class Runner:
                 f"{len(request.stdin)} bytes is more than the server's limit of "
                 f"{self.config.max_stdin_bytes} bytes",
             )
+        admin_option = request.filesystem.admin_option()
+        if admin_option is not None and not request.filesystem_by_admin:
+            raise OptionNotAllowed(
+                f"filesystem.{admin_option}: only admins may show host paths to a job"
+            )
         if len(self._active) + self._starting >= self.config.max_running_jobs:
             raise CapacityExhausted(
                 f"{self.config.max_running_jobs} jobs are running, the configured maximum"
@@ -264,6 +274,7 @@ class Runner:
             namespaces=request.namespaces,
             output_cap=self._quota.start(job_id),
             stdin=bool(request.stdin),
+            filesystem=request.filesystem,
         )
         # Off the event loop: user lookups may ask a directory server, validation
         # stats device paths, and the job's directories are made on disk.
@@ -284,6 +295,7 @@ class Runner:
             gid=spec.user.gid,
             limits=spec.limits,
             namespaces=spec.namespaces,
+            filesystem=spec.filesystem,
             state=JobState.RUNNING,
             created_at=utcnow(),
             stdin_bytes=len(request.stdin),

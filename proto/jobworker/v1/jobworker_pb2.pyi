@@ -137,6 +137,7 @@ class Job(_message.Message):
     UID_FIELD_NUMBER: _builtins.int
     GID_FIELD_NUMBER: _builtins.int
     STDIN_BYTES_FIELD_NUMBER: _builtins.int
+    FILESYSTEM_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, a UUID."""
     owner: _builtins.str
@@ -200,6 +201,10 @@ class Job(_message.Message):
     def usage(self) -> Global___ResourceUsage:
         """What the job used; set once it has ended."""
 
+    @_builtins.property
+    def filesystem(self) -> Global___Filesystem:
+        """The job's view of the filesystem, as requested."""
+
     def __init__(
         self,
         *,
@@ -225,10 +230,11 @@ class Job(_message.Message):
         uid: _builtins.int | None = ...,
         gid: _builtins.int | None = ...,
         stdin_bytes: _builtins.int = ...,
+        filesystem: Global___Filesystem | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "gid", b"gid", "limits", b"limits", "signal", b"signal", "start_time", b"start_time", "uid", b"uid", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "filesystem", b"filesystem", "gid", b"gid", "limits", b"limits", "signal", b"signal", "start_time", b"start_time", "uid", b"uid", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "args", b"args", "command", b"command", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "gid", b"gid", "id", b"id", "limits", b"limits", "namespaces", b"namespaces", "note", b"note", "oom_killed", b"oom_killed", "owner", b"owner", "signal", b"signal", "signal_name", b"signal_name", "start_time", b"start_time", "state", b"state", "stdin_bytes", b"stdin_bytes", "stopped_by", b"stopped_by", "uid", b"uid", "usage", b"usage", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "args", b"args", "command", b"command", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "filesystem", b"filesystem", "gid", b"gid", "id", b"id", "limits", b"limits", "namespaces", b"namespaces", "note", b"note", "oom_killed", b"oom_killed", "owner", b"owner", "signal", b"signal", "signal_name", b"signal_name", "start_time", b"start_time", "state", b"state", "stdin_bytes", b"stdin_bytes", "stopped_by", b"stopped_by", "uid", b"uid", "usage", b"usage", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -528,6 +534,7 @@ class StartJobRequest(_message.Message):
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
     STDIN_FIELD_NUMBER: _builtins.int
+    FILESYSTEM_FIELD_NUMBER: _builtins.int
     command: _builtins.str
     """The command: a path, or a name looked up on the job's PATH. Required."""
     working_directory: _builtins.str
@@ -567,6 +574,12 @@ class StartJobRequest(_message.Message):
         JOBWORKER_JOB_ID); the server's own environment never reaches a job.
         """
 
+    @_builtins.property
+    def filesystem(self) -> Global___Filesystem:
+        """The job's view of the filesystem; unset: the host's, unchanged. Any of it
+        needs the mount namespace (INVALID_ARGUMENT otherwise).
+        """
+
     def __init__(
         self,
         *,
@@ -578,14 +591,122 @@ class StartJobRequest(_message.Message):
         environment: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         user: _builtins.str = ...,
         stdin: _builtins.bytes = ...,
+        filesystem: Global___Filesystem | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filesystem", b"filesystem", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "environment", b"environment", "limits", b"limits", "namespaces", b"namespaces", "stdin", b"stdin", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "environment", b"environment", "filesystem", b"filesystem", "limits", b"limits", "namespaces", b"namespaces", "stdin", b"stdin", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartJobRequest: _TypeAlias = StartJobRequest  # noqa: Y015
+
+@_typing.final
+class Filesystem(_message.Message):
+    """What a job sees of the filesystem. Every path is absolute and plain (no
+    ".", ".." or "//"); a path a symbolic link leads through is refused, except
+    where it is resolved inside the job's root.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    TMPFS_FIELD_NUMBER: _builtins.int
+    BINDS_FIELD_NUMBER: _builtins.int
+    ROOTFS_FIELD_NUMBER: _builtins.int
+    read_only: _builtins.bool
+    """The root and every mount below it read-only, with a private tmpfs at /tmp
+    (unless tmpfs or binds already put something there).
+    """
+    rootfs: _builtins.str
+    """A directory to run in instead of the host's root (admins only), with a
+    fresh /proc, a minimal /dev and, with its own network, a fresh read-only
+    /sys; it must have proc, dev (and sys) directories. Needs the pid namespace.
+    """
+    @_builtins.property
+    def tmpfs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tmpfs]:
+        """Private tmpfs mounts, mode 1777; their pages count in the job's memory."""
+
+    @_builtins.property
+    def binds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Bind]:
+        """Host paths shown in the job (admins only: PERMISSION_DENIED otherwise)."""
+
+    def __init__(
+        self,
+        *,
+        read_only: _builtins.bool = ...,
+        tmpfs: _abc.Iterable[Global___Tmpfs] | None = ...,
+        binds: _abc.Iterable[Global___Bind] | None = ...,
+        rootfs: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["binds", b"binds", "read_only", b"read_only", "rootfs", b"rootfs", "tmpfs", b"tmpfs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Filesystem: _TypeAlias = Filesystem  # noqa: Y015
+
+@_typing.final
+class Tmpfs(_message.Message):
+    """A tmpfs mount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Where; it must exist in the job's root unless inside another tmpfs."""
+    size_bytes: _builtins.int
+    """Its size; unset: the job's memory limit, or half the RAM without one."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        size_bytes: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "path", b"path", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__size_bytes: _TypeAlias = _typing.Literal["size_bytes"]  # noqa: Y015
+    _WhichOneofArgType__size_bytes: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__size_bytes) -> _WhichOneofReturnType__size_bytes | None: ...
+
+Global___Tmpfs: _TypeAlias = Tmpfs  # noqa: Y015
+
+@_typing.final
+class Bind(_message.Message):
+    """A bind mount of a host path, with everything mounted below it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The host path, which must exist."""
+    destination: _builtins.str
+    """Where the job sees it; empty: at the source's path. It must exist in the
+    job's root (a directory for a directory, a file for a file) unless inside
+    a tmpfs of the job's, where it is made.
+    """
+    read_only: _builtins.bool
+    """Whether the job sees it read-only."""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        destination: _builtins.str = ...,
+        read_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "read_only", b"read_only", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Bind: _TypeAlias = Bind  # noqa: Y015
 
 @_typing.final
 class StopJobRequest(_message.Message):
