@@ -16,7 +16,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from jobworker.runner import defaults
 from jobworker.runner.errors import InvalidRequest
 from jobworker.runner.output import OutputCapped, OutputEvent, OutputTruncated, Stream
-from jobworker.runner.records import IOLimit, JobRecord, JobState, Limits, Namespaces, Usage
+from jobworker.runner.records import (
+    IOLimit,
+    JobRecord,
+    JobState,
+    Limits,
+    Namespaces,
+    Privileges,
+    Usage,
+)
 from jobworker.runner.runner import StartRequest
 from jobworker.v1 import jobworker_pb2 as pb
 
@@ -39,7 +47,9 @@ def job_id(text: str) -> str:
         raise InvalidRequest("id", f"{text!r} is not a job id (a UUID)") from None
 
 
-def start_request(request: pb.StartJobRequest, *, by_admin: bool) -> StartRequest:
+def start_request(
+    request: pb.StartJobRequest, *, by_admin: bool, widen_privileges: bool = False
+) -> StartRequest:
     """The runner's request for a StartJob call; ``by_admin`` if the caller may run as anyone."""
     return StartRequest(
         command=request.command,
@@ -50,6 +60,8 @@ def start_request(request: pb.StartJobRequest, *, by_admin: bool) -> StartReques
         environment=dict(request.environment),
         user=request.user,
         user_by_admin=by_admin,
+        privileges=_privileges(request.privileges),
+        privileges_by_admin=widen_privileges,
     )
 
 
@@ -81,6 +93,24 @@ def _limits(message: pb.Limits) -> Limits:
     )
 
 
+def _privileges(message: pb.Privileges) -> Privileges:
+    return Privileges(
+        cap_add=tuple(message.cap_add),
+        cap_drop=tuple(message.cap_drop),
+        seccomp=not message.seccomp_unconfined,
+        no_new_privs=message.no_new_privs,
+    )
+
+
+def _privileges_message(privileges: Privileges) -> pb.Privileges:
+    return pb.Privileges(
+        cap_add=privileges.cap_add,
+        cap_drop=privileges.cap_drop,
+        seccomp_unconfined=not privileges.seccomp,
+        no_new_privs=privileges.no_new_privs,
+    )
+
+
 def _namespaces(requested: dict[str, bool]) -> Namespaces:
     known = Namespaces.names()
     unknown = sorted(set(requested) - set(known))
@@ -109,6 +139,7 @@ def job(record: JobRecord) -> pb.Job:
         note=record.note or "",
         uid=record.uid,
         gid=record.gid,
+        privileges=_privileges_message(record.privileges),
     )
     if record.started_at is not None:
         message.start_time.CopyFrom(_timestamp(record.started_at))

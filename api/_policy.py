@@ -71,3 +71,8 @@ class Caller:
         Which users those are is the runner's policy (``jobworker.runner._users``).
         """
         return self.role is Role.ADMIN
+
+    @property
+    def may_widen_privileges(self) -> bool:
+        """Whether jobs may get capabilities added, or run without the syscall filter."""
+        return self.role is Role.ADMIN

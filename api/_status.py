@@ -21,6 +21,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.JobNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.UserNotAllowed, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.PrivilegesNotAllowed, grpc.StatusCode.PERMISSION_DENIED),
     (errors.LimitUnenforceable, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.StartFailed, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.HostUnsupported, grpc.StatusCode.FAILED_PRECONDITION),

@@ -61,6 +61,12 @@ def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
         pids=args.pids,
         io=io_limits({dest: getattr(args, dest) for dest in IO_FIELDS}),
     )
+    privileges = pb.Privileges(
+        cap_add=args.cap_add or (),
+        cap_drop=args.cap_drop or (),
+        seccomp_unconfined=args.seccomp == "unconfined",
+        no_new_privs=args.no_new_privs,
+    )
     command, *arguments = args.command
     return pb.StartJobRequest(
         command=command,
@@ -70,4 +76,5 @@ def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
         working_directory=args.workdir or "",
         environment=dict(args.env or ()),
         user=args.user or "",
+        privileges=privileges if privileges.ByteSize() else None,  # unset: the defaults
     )

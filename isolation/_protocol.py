@@ -61,6 +61,10 @@ class ProcessSetup:
     groups: tuple[int, ...] = ()
     no_new_privs: bool = False
     """Whether exec may never raise privileges again (setuid binaries run as the caller)."""
+    capabilities: tuple[int, ...] | None = None
+    """The only capabilities the command may hold (see ``_capabilities``); None: all of root's."""
+    seccomp: bool = False
+    """Whether the default syscall filter (``_seccomp``) is loaded just before exec."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object this setup is sent as, inside a ``Request``."""
@@ -76,6 +80,8 @@ class ProcessSetup:
             "gid": self.gid,
             "groups": list(self.groups),
             "no_new_privs": self.no_new_privs,
+            "capabilities": None if self.capabilities is None else list(self.capabilities),
+            "seccomp": self.seccomp,
         }
 
     @classmethod
@@ -94,6 +100,8 @@ class ProcessSetup:
             gid=fields.optional_integer("gid"),
             groups=fields.integers("groups"),
             no_new_privs=fields.boolean("no_new_privs"),
+            capabilities=fields.optional_integers("capabilities"),
+            seccomp=fields.boolean("seccomp"),
         )
         fields.done()
         return setup
@@ -318,6 +326,9 @@ class _Fields:
         if any(isinstance(item, bool) for item in items):
             raise MalformedMessage(f"{self.what}: {key} is not a list of integers")
         return tuple(self._typed(key, item, int, "a list of integers") for item in items)
+
+    def optional_integers(self, key: str) -> tuple[int, ...] | None:
+        return None if self.value(key) is None else self.integers(key)
 
     def string_map(self, key: str) -> dict[str, str]:
         items = self._typed(key, self.value(key), dict, "an object")

@@ -6,6 +6,7 @@
     ├── JobNotFound          no job with that id
     ├── InvalidRequest       a start request is invalid; ``field`` names the culprit
     ├── UserNotAllowed       the caller may not run a job as the user it named
+    ├── PrivilegesNotAllowed the caller may not widen a job's privileges (an admin may)
     ├── LimitUnenforceable   a valid limit this host cannot give (more CPUs than it has)
     ├── StartFailed          the command could not be started; ``reason`` says why
     ├── HostUnsupported      this host cannot run jobs (when the runner opens), or its
@@ -42,6 +43,10 @@ class InvalidRequest(RunnerError):
 
 class UserNotAllowed(RunnerError):
     """The caller may not run a job as the user it asked for (see ``_users``)."""
+
+
+class PrivilegesNotAllowed(RunnerError):
+    """A non-admin asked to add capabilities or to lift the syscall filter."""
 
 
 class LimitUnenforceable(RunnerError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,10 +23,11 @@ from jobworker.isolation.cgroups import Usage
 from jobworker.isolation.limits import IOLimit, Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome
+from jobworker.isolation.privileges import Privileges
 
 # The value types of a record's fields are the isolation layer's; they are exported here,
 # with the record, so that the runner's callers need not reach past it.
-__all__ = ["IOLimit", "JobRecord", "JobState", "Limits", "Namespaces", "Usage"]
+__all__ = ["IOLimit", "JobRecord", "JobState", "Limits", "Namespaces", "Privileges", "Usage"]
 
 
 class JobState(enum.Enum):
@@ -64,6 +65,8 @@ class JobRecord:
     uid: int | None = None
     """The user and group ids the command runs as (None in records from before they were kept)."""
     gid: int | None = None
+    privileges: Privileges = field(default_factory=Privileges)
+    """What the job asked for beyond the defaults (capabilities, syscall filter)."""
 
     @property
     def ended(self) -> bool:
@@ -126,6 +129,7 @@ class JobRecord:
             "note": self.note,
             "uid": self.uid,
             "gid": self.gid,
+            "privileges": _privileges_json(self.privileges),
         }
         return json.dumps(data)
 
@@ -188,12 +192,33 @@ class JobRecord:
             note=data["note"],
             uid=data.get("uid"),
             gid=data.get("gid"),
+            privileges=_privileges(data.get("privileges")),
         )
 
 
 def _shallow(value: IOLimit | Namespaces | Usage) -> dict[str, Any]:
     """A flat dataclass's fields as a dict (its values are plain numbers, strings, bools)."""
     return {item.name: getattr(value, item.name) for item in fields(value)}
+
+
+def _privileges_json(privileges: Privileges) -> dict[str, Any]:
+    return {
+        "cap_add": list(privileges.cap_add),
+        "cap_drop": list(privileges.cap_drop),
+        "seccomp": privileges.seccomp,
+        "no_new_privs": privileges.no_new_privs,
+    }
+
+
+def _privileges(data: dict[str, Any] | None) -> Privileges:
+    if data is None:  # records from before privileges could be chosen
+        return Privileges()
+    return Privileges(
+        cap_add=tuple(data["cap_add"]),
+        cap_drop=tuple(data["cap_drop"]),
+        seccomp=data["seccomp"],
+        no_new_privs=data["no_new_privs"],
+    )
 
 
 def _time(text: str | None) -> datetime | None:

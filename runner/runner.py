@@ -46,6 +46,7 @@ from jobworker.isolation.launcher import Launcher, RunningJob
 from jobworker.isolation.limits import Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome, utcnow
+from jobworker.isolation.privileges import Privileges
 from jobworker.isolation.rundir import RunDir
 from jobworker.isolation.spec import JobSpec, ValidSpec
 from jobworker.runner import defaults
@@ -64,6 +65,7 @@ from jobworker.runner.errors import (
     JobNotFound,
     JobStillRunning,
     LimitUnenforceable,
+    PrivilegesNotAllowed,
     StartFailed,
     StartFailure,
     StorageError,
@@ -141,6 +143,9 @@ class StartRequest:
     """USER or USER:GROUP, names or numbers; empty means the configured default user."""
     user_by_admin: bool = False
     """Whether the caller may choose any user; otherwise only the default or an allowed one."""
+    privileges: Privileges = field(default_factory=Privileges)
+    privileges_by_admin: bool = False
+    """Whether the caller may add capabilities or lift the syscall filter."""
 
 
 class _Active:
@@ -252,6 +257,7 @@ class Runner:
             limits=self._limits.apply(request.limits),
             namespaces=request.namespaces,
             output_cap=self._quota.start(job_id),
+            privileges=request.privileges,
         )
         # Off the event loop: user lookups may ask a directory server, validation
         # stats device paths, and the job's directories are made on disk.
@@ -272,6 +278,7 @@ class Runner:
             gid=spec.user.gid,
             limits=spec.limits,
             namespaces=spec.namespaces,
+            privileges=spec.privileges,
             state=JobState.RUNNING,
             created_at=utcnow(),
         )
@@ -304,6 +311,12 @@ class Runner:
         try:
             user = self._users.choose(request.user, anyone=request.user_by_admin)
             valid = spec.validate()  # before anything exists, the record included
+            if spec.privileges.widened and not request.privileges_by_admin:
+                raise PrivilegesNotAllowed(
+                    "only an admin may add capabilities (cap_add) or lift the syscall filter "
+                    "(seccomp unconfined)"
+                )
+            spec.privileges.check_user(root=user is not None and user.is_root)
         except isolation.InvalidSpec as error:
             raise _translate(error) from error
         _check_free_space(self.config.state_dir, self.config.min_free_bytes)
