@@ -83,7 +83,7 @@ DENIED = (
         "move memory between NUMA nodes",
     ),
     Denied(
-        ("nfsservctl", "uselib", "_sysctl", "sysfs", "ustat", "vm86", "vm86old"),
+        ("nfsservctl", "uselib", "_sysctl", "sysfs", "ustat"),
         None,
         "obsolete calls",
     ),
