@@ -24,6 +24,7 @@ from jobworker.runner.records import (
     JobState,
     Limits,
     Namespaces,
+    Privileges,
     Tmpfs,
     Usage,
 )
@@ -50,7 +51,7 @@ def job_id(text: str) -> str:
 
 
 def start_request(request: pb.StartJobRequest, *, by_admin: bool) -> StartRequest:
-    """The runner's request for a StartJob call; ``by_admin`` if the caller may run as anyone."""
+    """The runner's request for a StartJob call; ``by_admin`` if the caller is an admin."""
     return StartRequest(
         command=request.command,
         args=tuple(request.args),
@@ -59,10 +60,10 @@ def start_request(request: pb.StartJobRequest, *, by_admin: bool) -> StartReques
         working_directory=request.working_directory or "/",
         environment=dict(request.environment),
         user=request.user,
-        user_by_admin=by_admin,
         stdin=request.stdin,
         filesystem=_filesystem(request.filesystem),
-        filesystem_by_admin=by_admin,
+        privileges=_privileges(request.privileges),
+        by_admin=by_admin,
     )
 
 
@@ -99,6 +100,24 @@ def _limits(message: pb.Limits) -> Limits:
             )
             for io in message.io
         ),
+    )
+
+
+def _privileges(message: pb.Privileges) -> Privileges:
+    return Privileges(
+        cap_add=tuple(message.cap_add),
+        cap_drop=tuple(message.cap_drop),
+        seccomp=not message.seccomp_unconfined,
+        no_new_privs=message.no_new_privs,
+    )
+
+
+def _privileges_message(privileges: Privileges) -> pb.Privileges:
+    return pb.Privileges(
+        cap_add=privileges.cap_add,
+        cap_drop=privileges.cap_drop,
+        seccomp_unconfined=not privileges.seccomp,
+        no_new_privs=privileges.no_new_privs,
     )
 
 
@@ -155,6 +174,7 @@ def job(record: JobRecord) -> pb.Job:
         gid=record.gid,
         stdin_bytes=record.stdin_bytes,
         filesystem=_filesystem_message(record.filesystem),
+        privileges=_privileges_message(record.privileges),
     )
     if record.started_at is not None:
         message.start_time.CopyFrom(_timestamp(record.started_at))

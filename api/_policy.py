@@ -65,9 +65,11 @@ class Caller:
         return None if self.role is Role.ADMIN else self.user
 
     @property
-    def may_run_as_anyone(self) -> bool:
-        """Whether jobs may run as any user; others get the server's default or allowed users.
+    def is_admin(self) -> bool:
+        """Whether the caller's jobs may use what is kept for admins.
 
-        Which users those are is the runner's policy (``jobworker.runner._users``).
+        Running as any user (others get the server's default or allowed users), showing
+        host paths to a job, adding capabilities or lifting the syscall filter: which
+        options those are is the runner's policy (``StartRequest.by_admin``).
         """
         return self.role is Role.ADMIN

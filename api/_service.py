@@ -36,7 +36,7 @@ class JobService(pb_grpc.JobServiceServicer):
 
     async def StartJob(self, request: pb.StartJobRequest, context: Context) -> pb.Job:  # noqa: N802
         caller = current_caller()
-        start = convert.start_request(request, by_admin=caller.may_run_as_anyone)
+        start = convert.start_request(request, by_admin=caller.is_admin)
         return convert.job(await self._runner.start(start, owner=caller.user))
 
     async def StopJob(self, request: pb.StopJobRequest, context: Context) -> pb.Job:  # noqa: N802

@@ -524,6 +524,34 @@ def _run(commands: argparse._SubParsersAction[Parser], client: Parser) -> None:
         "user, usually a transient user of the job's own); non-admins may name only users "
         "the server allows",
     )
+    privileges = run.add_argument_group(
+        "privileges (root jobs keep Docker's default capabilities; other users' jobs have none)"
+    )
+    privileges.add_argument(
+        "--cap-add",
+        action="append",
+        metavar="CAP",
+        help="give a root job this capability, e.g. CAP_NET_ADMIN, net_admin or ALL "
+        "(repeatable; admins only)",
+    )
+    privileges.add_argument(
+        "--cap-drop",
+        action="append",
+        metavar="CAP",
+        help="take this capability from the default set, or ALL (repeatable)",
+    )
+    privileges.add_argument(
+        "--seccomp",
+        choices=("default", "unconfined"),
+        default="default",
+        help="the syscall filter: default (Docker-like, denied calls fail with EPERM) or "
+        "unconfined (admins only)",
+    )
+    privileges.add_argument(
+        "--no-new-privs",
+        action="store_true",
+        help="setuid programs gain nothing, for a root job too (other users' jobs always)",
+    )
     run.add_argument(
         "--env",
         type=parse_env,

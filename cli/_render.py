@@ -27,6 +27,8 @@ The JSON object (a contract: scripts parse it)::
                                  memory_high_events, memory_max_events: int or null};
                                  null where unknown, all null while the job runs
     stopped_by, note            string or null
+    privileges                  {cap_add, cap_drop: list of strings, seccomp: "default" or
+                                 "unconfined", no_new_privs: bool (as asked for)}
 """
 
 from __future__ import annotations
@@ -100,6 +102,12 @@ def job_json(job: pb.Job) -> dict[str, Any]:
         "usage": {name: _optional(job.usage, name) for name in USAGE_FIELDS},
         "stopped_by": job.stopped_by or None,
         "note": job.note or None,
+        "privileges": {
+            "cap_add": list(job.privileges.cap_add),
+            "cap_drop": list(job.privileges.cap_drop),
+            "seccomp": "unconfined" if job.privileges.seccomp_unconfined else "default",
+            "no_new_privs": job.privileges.no_new_privs,
+        },
     }
 
 

@@ -87,6 +87,12 @@ def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
         cpuset=args.cpuset,
         cpu_weight=args.cpu_weight,
     )
+    privileges = pb.Privileges(
+        cap_add=args.cap_add or (),
+        cap_drop=args.cap_drop or (),
+        seccomp_unconfined=args.seccomp == "unconfined",
+        no_new_privs=args.no_new_privs,
+    )
     command, *arguments = args.command
     return pb.StartJobRequest(
         command=command,
@@ -96,6 +102,7 @@ def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
         working_directory=args.workdir or "",
         environment=dict(args.env or ()),
         user=args.user or "",
+        privileges=privileges if privileges.ByteSize() else None,  # unset: the defaults
         stdin=read_stdin(args.stdin),
         filesystem=filesystem(args),
     )

@@ -27,7 +27,9 @@ import struct
 from dataclasses import dataclass
 from typing import NoReturn
 
+from jobworker.isolation import _capabilities as capabilities
 from jobworker.isolation import _mounts as mounts
+from jobworker.isolation import _seccomp as seccomp
 from jobworker.isolation import _syscalls as syscalls
 from jobworker.isolation import _sysfs as sysfs
 from jobworker.isolation._protocol import Failed, ProcessSetup
@@ -170,6 +172,9 @@ def _exec(plan: ChildPlan, stage: _Stage) -> NoReturn:
     for signo in plan.ignored_signals:
         signal.signal(signo, signal.SIG_DFL)  # exec would keep them ignored
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    if process.capabilities is not None:
+        stage.name = "capabilities"  # while root: the bounding set needs CAP_SETPCAP
+        capabilities.confine(frozenset(process.capabilities))
     if process.uid is not None and process.gid is not None:
         stage.name = "user"
         # Groups first: once the uid is not 0, there is no permission left to change them.
@@ -181,6 +186,9 @@ def _exec(plan: ChildPlan, stage: _Stage) -> NoReturn:
         syscalls.set_no_new_privs()
     stage.name = "chdir"  # as the user: a directory they may not enter is refused
     os.chdir(process.cwd)
+    if process.seccomp:
+        stage.name = "seccomp"  # last: before it, our own steps make calls it may deny
+        seccomp.load(seccomp.program(frozenset(process.capabilities or ()), process.pid_namespace))
     stage.name = "exec"
     os.execvpe(process.argv[0], process.argv, process.env)
 

@@ -32,6 +32,7 @@ import socket
 import sys
 from typing import NoReturn
 
+from jobworker.isolation import _seccomp as seccomp
 from jobworker.isolation import _shim as shim
 from jobworker.isolation import _syscalls as syscalls
 from jobworker.isolation._protocol import ORDER, READY, ForkFailed
@@ -44,6 +45,7 @@ def serve(control: socket.socket) -> NoReturn:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     # Ctrl-C belongs to the service, which decides whether we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    seccomp.warm()  # every shim forked from here inherits the compiled filters
     control.send(READY)
     while True:
         message, fds, _flags, _address = socket.recv_fds(control, len(ORDER), 1)

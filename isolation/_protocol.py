@@ -64,6 +64,10 @@ class ProcessSetup:
     """Whether exec may never raise privileges again (setuid binaries run as the caller)."""
     filesystem: Filesystem = field(default_factory=Filesystem)
     """The job's view of the filesystem, as ``Filesystem.for_job`` made it (see ``_mounts``)."""
+    capabilities: tuple[int, ...] | None = None
+    """The only capabilities the command may hold (see ``_capabilities``); None: all of root's."""
+    seccomp: bool = False
+    """Whether the default syscall filter (``_seccomp``) is loaded just before exec."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object this setup is sent as, inside a ``Request``."""
@@ -80,6 +84,8 @@ class ProcessSetup:
             "groups": list(self.groups),
             "no_new_privs": self.no_new_privs,
             "filesystem": _filesystem_dict(self.filesystem),
+            "capabilities": None if self.capabilities is None else list(self.capabilities),
+            "seccomp": self.seccomp,
         }
 
     @classmethod
@@ -99,6 +105,8 @@ class ProcessSetup:
             groups=fields.integers("groups"),
             no_new_privs=fields.boolean("no_new_privs"),
             filesystem=_filesystem(fields.value("filesystem")),
+            capabilities=fields.optional_integers("capabilities"),
+            seccomp=fields.boolean("seccomp"),
         )
         fields.done()
         return setup
@@ -366,6 +374,9 @@ class _Fields:
 
     def objects(self, key: str) -> list[object]:
         return self._typed(key, self.value(key), list, "a list")
+
+    def optional_integers(self, key: str) -> tuple[int, ...] | None:
+        return None if self.value(key) is None else self.integers(key)
 
     def string_map(self, key: str) -> dict[str, str]:
         items = self._typed(key, self.value(key), dict, "an object")

@@ -376,6 +376,7 @@ class RunningJob:
 def _request(spec: JobSpec, cgroup: JobCgroup) -> Request:
     """What the shim needs of ``spec``: the one place a job's spec becomes process setup."""
     namespaces, user = spec.namespaces, spec.user
+    root = user is None or user.is_root
     return Request(
         job_id=spec.job_id,
         cgroup=cgroup.path,
@@ -397,7 +398,9 @@ def _request(spec: JobSpec, cgroup: JobCgroup) -> Request:
             gid=user.gid if user else None,
             groups=user.groups if user else (),
             # Every job not run as root: setuid programs cannot make it root again.
-            no_new_privs=user is not None and not user.is_root,
+            no_new_privs=not root or spec.privileges.no_new_privs,
+            capabilities=tuple(sorted(spec.privileges.capabilities(root=root))),
+            seccomp=spec.privileges.seccomp,
             filesystem=spec.filesystem.for_job(spec.limits.memory_bytes),
         ),
     )

@@ -24,6 +24,7 @@ from jobworker.isolation.filesystem import Bind, Filesystem, Tmpfs
 from jobworker.isolation.limits import IOLimit, Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome
+from jobworker.isolation.privileges import Privileges
 
 # The value types of a record's fields are the isolation layer's; they are exported here,
 # with the record, so that the runner's callers need not reach past it.
@@ -35,6 +36,7 @@ __all__ = [
     "JobState",
     "Limits",
     "Namespaces",
+    "Privileges",
     "Tmpfs",
     "Usage",
 ]
@@ -79,6 +81,8 @@ class JobRecord:
     """How much standard input the job was given at start."""
     filesystem: Filesystem = field(default_factory=Filesystem)
     """The job's view of the filesystem, as requested (the host's in older records)."""
+    privileges: Privileges = field(default_factory=Privileges)
+    """What the job asked for beyond the defaults (capabilities, syscall filter)."""
 
     @property
     def ended(self) -> bool:
@@ -147,6 +151,7 @@ class JobRecord:
             "gid": self.gid,
             "stdin_bytes": self.stdin_bytes,
             "filesystem": _filesystem_json(self.filesystem),
+            "privileges": _privileges_json(self.privileges),
         }
         return json.dumps(data)
 
@@ -215,6 +220,7 @@ class JobRecord:
             gid=data.get("gid"),
             stdin_bytes=data.get("stdin_bytes", 0),
             filesystem=_filesystem(data.get("filesystem")),
+            privileges=_privileges(data.get("privileges")),
         )
 
 
@@ -240,6 +246,26 @@ def _filesystem(data: dict[str, Any] | None) -> Filesystem:
         tmpfs=tuple(Tmpfs(**tmpfs) for tmpfs in data["tmpfs"]),
         binds=tuple(Bind(**bind) for bind in data["binds"]),
         rootfs=data["rootfs"],
+    )
+
+
+def _privileges_json(privileges: Privileges) -> dict[str, Any]:
+    return {
+        "cap_add": list(privileges.cap_add),
+        "cap_drop": list(privileges.cap_drop),
+        "seccomp": privileges.seccomp,
+        "no_new_privs": privileges.no_new_privs,
+    }
+
+
+def _privileges(data: dict[str, Any] | None) -> Privileges:
+    if data is None:  # records from before privileges could be chosen
+        return Privileges()
+    return Privileges(
+        cap_add=tuple(data["cap_add"]),
+        cap_drop=tuple(data["cap_drop"]),
+        seccomp=data["seccomp"],
+        no_new_privs=data["no_new_privs"],
     )
 
 

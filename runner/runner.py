@@ -48,6 +48,7 @@ from jobworker.isolation.launcher import Launcher, RunningJob
 from jobworker.isolation.limits import Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome, utcnow
+from jobworker.isolation.privileges import Privileges
 from jobworker.isolation.rundir import RunDir
 from jobworker.isolation.spec import JobSpec, ValidSpec
 from jobworker.runner import defaults
@@ -144,13 +145,14 @@ class StartRequest:
     environment: Mapping[str, str] = field(default_factory=dict)
     user: str = ""
     """USER or USER:GROUP, names or numbers; empty means the configured default user."""
-    user_by_admin: bool = False
-    """Whether the caller may choose any user; otherwise only the default or an allowed one."""
     stdin: bytes = b""
     """The job's standard input, read to its end at start; empty: /dev/null."""
     filesystem: Filesystem = field(default_factory=Filesystem)
-    filesystem_by_admin: bool = False
-    """Whether the caller may bind host paths and choose a new root (see ``Filesystem``)."""
+    privileges: Privileges = field(default_factory=Privileges)
+    by_admin: bool = False
+    """Whether an admin asks: a job may then run as any user (others: the default or an
+    allowed one), see host paths and choose its root (``Filesystem.admin_option``), and
+    get capabilities added or the syscall filter lifted (``Privileges.widened``)."""
 
 
 class _Active:
@@ -248,7 +250,7 @@ class Runner:
                 f"{self.config.max_stdin_bytes} bytes",
             )
         admin_option = request.filesystem.admin_option()
-        if admin_option is not None and not request.filesystem_by_admin:
+        if admin_option is not None and not request.by_admin:
             raise OptionNotAllowed(
                 f"filesystem.{admin_option}: only admins may show host paths to a job"
             )
@@ -275,6 +277,7 @@ class Runner:
             output_cap=self._quota.start(job_id),
             stdin=bool(request.stdin),
             filesystem=request.filesystem,
+            privileges=request.privileges,
         )
         # Off the event loop: user lookups may ask a directory server, validation
         # stats device paths, and the job's directories are made on disk.
@@ -296,6 +299,7 @@ class Runner:
             limits=spec.limits,
             namespaces=spec.namespaces,
             filesystem=spec.filesystem,
+            privileges=spec.privileges,
             state=JobState.RUNNING,
             created_at=utcnow(),
             stdin_bytes=len(request.stdin),
@@ -327,8 +331,14 @@ class Runner:
         a failure removes them and gives a transient user back.
         """
         try:
-            user = self._users.choose(request.user, anyone=request.user_by_admin)
+            user = self._users.choose(request.user, anyone=request.by_admin)
             valid = spec.validate()  # before anything exists, the record included
+            if spec.privileges.widened and not request.by_admin:
+                raise OptionNotAllowed(
+                    "privileges: only admins may add capabilities (cap_add) or lift the "
+                    "syscall filter (seccomp unconfined)"
+                )
+            spec.privileges.check_user(root=user is not None and user.is_root)
         except isolation.InvalidSpec as error:
             raise _translate(error) from error
         _check_free_space(self.config.state_dir, self.config.min_free_bytes + len(request.stdin))

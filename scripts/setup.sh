@@ -28,7 +28,7 @@ host_runs_systemd() {
 # and only installs /sbin/init where there is none).
 setup_vm_packages() {
     local missing=() pkg init
-    local packages=(qemu-system-x86 linux-image-amd64 busybox-static)
+    local packages=(qemu-system-x86 linux-image-amd64 busybox-static libseccomp2)
     if [[ ${1:-} == systemd ]]; then
         packages+=(systemd)
         init=$(readlink -f /sbin/init 2>/dev/null || true)

@@ -16,6 +16,7 @@ from jobworker.isolation.limits import Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome
 from jobworker.isolation.outputlog import Kind, OutputLogReader, Stream
+from jobworker.isolation.privileges import Privileges
 from jobworker.isolation.spec import JobSpec
 from tests.descriptors import descriptor_targets
 
@@ -52,6 +53,7 @@ class Jobs:
         env: dict[str, str] | None = None,
         output_cap: int | None = None,
         user: Credentials | None = None,
+        privileges: Privileges | None = None,
     ) -> JobSpec:
         job_id = str(uuid.uuid4())
         run_dir = self.root / job_id
@@ -66,6 +68,7 @@ class Jobs:
             namespaces=namespaces if namespaces is not None else Namespaces(),
             output_cap=output_cap,
             user=user,
+            privileges=privileges or Privileges(),
         )
 
     async def start(self, *argv: str, **options: Any) -> RunningJob:

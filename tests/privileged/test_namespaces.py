@@ -15,6 +15,7 @@ from pyroute2 import IPRoute
 from jobworker.isolation._mountinfo import read_mounts
 from jobworker.isolation.limits import Limits
 from jobworker.isolation.namespaces import Namespaces
+from jobworker.isolation.privileges import Privileges
 from tests.privileged.helpers import Jobs, output_contains, read_partial, run
 
 pytestmark = pytest.mark.privileged
@@ -71,7 +72,7 @@ def test_mounts_made_inside_do_not_reach_the_host(jobs: Jobs, tmp_path: Path) ->
     script = f"mount -t tmpfs {tag} {target} && touch {target}/inside && echo ready; sleep 600"
 
     async def scenario() -> bytes:
-        job = await jobs.start("sh", "-c", script)
+        job = await jobs.start("sh", "-c", script, privileges=Privileges(cap_add=("SYS_ADMIN",)))
         await output_contains(job, b"ready")
         assert not (target / "inside").exists()
         assert tag not in Path("/proc/self/mountinfo").read_text()

@@ -61,7 +61,7 @@ time.sleep(600)
 
 
 def as_root(script: str) -> StartRequest:
-    return sh(script, user="root", user_by_admin=True)
+    return sh(script, user="root", by_admin=True)
 
 
 async def first_refusal(

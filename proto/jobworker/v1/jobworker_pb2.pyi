@@ -136,6 +136,7 @@ class Job(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     UID_FIELD_NUMBER: _builtins.int
     GID_FIELD_NUMBER: _builtins.int
+    PRIVILEGES_FIELD_NUMBER: _builtins.int
     STDIN_BYTES_FIELD_NUMBER: _builtins.int
     FILESYSTEM_FIELD_NUMBER: _builtins.int
     id: _builtins.str
@@ -202,6 +203,10 @@ class Job(_message.Message):
         """What the job used; set once it has ended."""
 
     @_builtins.property
+    def privileges(self) -> Global___Privileges:
+        """What the job asked for beyond the default privileges."""
+
+    @_builtins.property
     def filesystem(self) -> Global___Filesystem:
         """The job's view of the filesystem, as requested."""
 
@@ -229,12 +234,13 @@ class Job(_message.Message):
         user: _builtins.str = ...,
         uid: _builtins.int | None = ...,
         gid: _builtins.int | None = ...,
+        privileges: Global___Privileges | None = ...,
         stdin_bytes: _builtins.int = ...,
         filesystem: Global___Filesystem | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "filesystem", b"filesystem", "gid", b"gid", "limits", b"limits", "signal", b"signal", "start_time", b"start_time", "uid", b"uid", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "filesystem", b"filesystem", "gid", b"gid", "limits", b"limits", "privileges", b"privileges", "signal", b"signal", "start_time", b"start_time", "uid", b"uid", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "args", b"args", "command", b"command", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "filesystem", b"filesystem", "gid", b"gid", "id", b"id", "limits", b"limits", "namespaces", b"namespaces", "note", b"note", "oom_killed", b"oom_killed", "owner", b"owner", "signal", b"signal", "signal_name", b"signal_name", "start_time", b"start_time", "state", b"state", "stdin_bytes", b"stdin_bytes", "stopped_by", b"stopped_by", "uid", b"uid", "usage", b"usage", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "args", b"args", "command", b"command", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "filesystem", b"filesystem", "gid", b"gid", "id", b"id", "limits", b"limits", "namespaces", b"namespaces", "note", b"note", "oom_killed", b"oom_killed", "owner", b"owner", "privileges", b"privileges", "signal", b"signal", "signal_name", b"signal_name", "start_time", b"start_time", "state", b"state", "stdin_bytes", b"stdin_bytes", "stopped_by", b"stopped_by", "uid", b"uid", "usage", b"usage", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -254,6 +260,54 @@ class Job(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__uid) -> _WhichOneofReturnType__uid | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class Privileges(_message.Message):
+    """What a job may do beyond its uid. A job run as root keeps Docker's default
+    capabilities (AUDIT_WRITE, CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, MKNOD,
+    NET_BIND_SERVICE, NET_RAW, SETFCAP, SETGID, SETPCAP, SETUID, SYS_CHROOT); a job
+    run as any other user has none, its bounding set included. Every job runs
+    under the default syscall filter (denied calls fail with EPERM).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAP_ADD_FIELD_NUMBER: _builtins.int
+    CAP_DROP_FIELD_NUMBER: _builtins.int
+    SECCOMP_UNCONFINED_FIELD_NUMBER: _builtins.int
+    NO_NEW_PRIVS_FIELD_NUMBER: _builtins.int
+    seccomp_unconfined: _builtins.bool
+    """No syscall filter at all. Admins only (PERMISSION_DENIED otherwise)."""
+    no_new_privs: _builtins.bool
+    """Set no_new_privs for a root job too (a job of another user always has it):
+    setuid and file-capability programs then gain nothing.
+    """
+    @_builtins.property
+    def cap_add(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Capabilities added to a root job's default set: CAP_NET_ADMIN, net_admin or
+        ALL. Admins only (PERMISSION_DENIED otherwise); INVALID_ARGUMENT for a job
+        not run as root.
+        """
+
+    @_builtins.property
+    def cap_drop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Capabilities taken from the default set (ALL: every one)."""
+
+    def __init__(
+        self,
+        *,
+        cap_add: _abc.Iterable[_builtins.str] | None = ...,
+        cap_drop: _abc.Iterable[_builtins.str] | None = ...,
+        seccomp_unconfined: _builtins.bool = ...,
+        no_new_privs: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cap_add", b"cap_add", "cap_drop", b"cap_drop", "no_new_privs", b"no_new_privs", "seccomp_unconfined", b"seccomp_unconfined"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Privileges: _TypeAlias = Privileges  # noqa: Y015
 
 @_typing.final
 class Limits(_message.Message):
@@ -533,6 +587,7 @@ class StartJobRequest(_message.Message):
     WORKING_DIRECTORY_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
+    PRIVILEGES_FIELD_NUMBER: _builtins.int
     STDIN_FIELD_NUMBER: _builtins.int
     FILESYSTEM_FIELD_NUMBER: _builtins.int
     command: _builtins.str
@@ -575,6 +630,10 @@ class StartJobRequest(_message.Message):
         """
 
     @_builtins.property
+    def privileges(self) -> Global___Privileges:
+        """Capabilities, syscall filter and no_new_privs; unset: the defaults."""
+
+    @_builtins.property
     def filesystem(self) -> Global___Filesystem:
         """The job's view of the filesystem; unset: the host's, unchanged. Any of it
         needs the mount namespace (INVALID_ARGUMENT otherwise).
@@ -590,12 +649,13 @@ class StartJobRequest(_message.Message):
         working_directory: _builtins.str = ...,
         environment: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         user: _builtins.str = ...,
+        privileges: Global___Privileges | None = ...,
         stdin: _builtins.bytes = ...,
         filesystem: Global___Filesystem | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["filesystem", b"filesystem", "limits", b"limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filesystem", b"filesystem", "limits", b"limits", "privileges", b"privileges"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "environment", b"environment", "filesystem", b"filesystem", "limits", b"limits", "namespaces", b"namespaces", "stdin", b"stdin", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "environment", b"environment", "filesystem", b"filesystem", "limits", b"limits", "namespaces", b"namespaces", "privileges", b"privileges", "stdin", b"stdin", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

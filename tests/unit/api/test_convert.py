@@ -52,10 +52,10 @@ def test_a_start_request_keeps_unset_limits_unset() -> None:
     assert start.working_directory == "/"
     assert start.environment == {"A": "1"}
     assert start.user == "nobody:nogroup"
-    assert not start.user_by_admin
+    assert not start.by_admin
     default = convert.start_request(pb.StartJobRequest(command="x"), by_admin=True)
     assert default.user == ""  # the server's default user
-    assert default.user_by_admin
+    assert default.by_admin
 
 
 def test_namespaces_default_to_on_and_unknown_ones_are_refused() -> None:

@@ -35,8 +35,8 @@ def test_a_requested_view_reaches_the_runner_with_who_asked() -> None:
     request = pb.StartJobRequest(command="true", filesystem=MESSAGE)
     started = convert.start_request(request, by_admin=False)
     assert started.filesystem == VIEW
-    assert not started.filesystem_by_admin
-    assert convert.start_request(request, by_admin=True).filesystem_by_admin
+    assert not started.by_admin
+    assert convert.start_request(request, by_admin=True).by_admin
 
 
 def test_no_view_is_the_hosts() -> None:

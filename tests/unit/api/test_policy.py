@@ -49,6 +49,6 @@ def test_only_an_admin_sees_other_users_jobs() -> None:
 
 def test_only_an_admin_may_run_jobs_as_anyone() -> None:
     # Which users the others may choose is the runner's policy (tests/unit/runner/test_users.py).
-    assert Caller(user="carol", role=Role.ADMIN).may_run_as_anyone
-    assert not Caller(user="bob", role=Role.WRITER).may_run_as_anyone
-    assert not Caller(user="alice", role=Role.READER).may_run_as_anyone
+    assert Caller(user="carol", role=Role.ADMIN).is_admin
+    assert not Caller(user="bob", role=Role.WRITER).is_admin
+    assert not Caller(user="alice", role=Role.READER).is_admin

@@ -1,0 +1,42 @@
+"""Privileges between the protobuf messages and the runner's types, both ways."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from jobworker.api import _convert as convert
+from jobworker.runner.records import JobRecord, JobState, Limits, Namespaces, Privileges
+from jobworker.v1 import jobworker_pb2 as pb
+
+
+def test_an_unset_message_means_the_defaults_and_admin_rights_come_from_the_caller() -> None:
+    start = convert.start_request(pb.StartJobRequest(command="x"), by_admin=False)
+    assert start.privileges == Privileges()
+    assert not start.by_admin
+    admin = convert.start_request(pb.StartJobRequest(command="x"), by_admin=True)
+    assert admin.by_admin
+
+
+def test_privileges_go_to_the_runner_and_come_back_in_the_job() -> None:
+    message = pb.Privileges(
+        cap_add=["net_admin"], cap_drop=["ALL"], seccomp_unconfined=True, no_new_privs=True
+    )
+    start = convert.start_request(
+        pb.StartJobRequest(command="x", privileges=message), by_admin=True
+    )
+    assert start.privileges == Privileges(
+        cap_add=("net_admin",), cap_drop=("ALL",), seccomp=False, no_new_privs=True
+    )
+    record = JobRecord(
+        id="3f1c2d9e-0000-4000-8000-000000000003",
+        owner="admin",
+        argv=("x",),
+        working_directory="/",
+        user="root",
+        limits=Limits(),
+        namespaces=Namespaces(),
+        state=JobState.RUNNING,
+        created_at=datetime(2026, 12, 7, tzinfo=UTC),
+        privileges=start.privileges,
+    )
+    assert convert.job(record).privileges == message
