@@ -11,6 +11,7 @@ import signal
 import uuid
 from datetime import datetime
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobworker.runner import defaults
@@ -50,6 +51,8 @@ def start_request(request: pb.StartJobRequest, *, by_admin: bool) -> StartReques
         environment=dict(request.environment),
         user=request.user,
         user_by_admin=by_admin,
+        timeout=_seconds(request.timeout) if request.HasField("timeout") else None,
+        cpu_time=_seconds(request.cpu_time) if request.HasField("cpu_time") else None,
     )
 
 
@@ -109,7 +112,13 @@ def job(record: JobRecord) -> pb.Job:
         note=record.note or "",
         uid=record.uid,
         gid=record.gid,
+        timed_out=record.timed_out,
+        cpu_time_exceeded=record.cpu_time_exceeded,
     )
+    if record.time_limits.timeout is not None:
+        message.timeout.CopyFrom(_duration(record.time_limits.timeout))
+    if record.time_limits.cpu_time is not None:
+        message.cpu_time.CopyFrom(_duration(record.time_limits.cpu_time))
     if record.started_at is not None:
         message.start_time.CopyFrom(_timestamp(record.started_at))
     if record.ended_at is not None:
@@ -176,6 +185,17 @@ def _usage(usage: Usage) -> pb.ResourceUsage:
         io_write_bytes=usage.io_write_bytes,
         pids_peak=usage.pids_peak,
     )
+
+
+def _seconds(duration: Duration) -> float:
+    """A Duration in seconds; its range is the isolation layer's to check (it names the field)."""
+    return duration.seconds + duration.nanos / 1e9
+
+
+def _duration(seconds: float) -> Duration:
+    duration = Duration()
+    duration.FromNanoseconds(round(seconds * 1e9))
+    return duration
 
 
 def _timestamp(moment: datetime) -> Timestamp:

@@ -62,7 +62,7 @@ def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
         io=io_limits({dest: getattr(args, dest) for dest in IO_FIELDS}),
     )
     command, *arguments = args.command
-    return pb.StartJobRequest(
+    request = pb.StartJobRequest(
         command=command,
         args=arguments,
         limits=limits,
@@ -71,3 +71,8 @@ def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
         environment=dict(args.env or ()),
         user=args.user or "",
     )
+    if args.timeout is not None:
+        request.timeout.FromNanoseconds(round(args.timeout * 1e9))
+    if args.cpu_time is not None:
+        request.cpu_time.FromNanoseconds(round(args.cpu_time * 1e9))
+    return request

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, TypeVar
 
 from jobworker.isolation.errors import MalformedMessage
 from jobworker.isolation.rundir import RunDir
+from jobworker.isolation.timelimits import TimeLimits
 
 T = TypeVar("T")
 
@@ -110,6 +111,8 @@ class Request:
     output_cap: int | None = None
     account: tuple[str, str] | None = None
     """A passwd and a group line naming a user the host does not know, for the job's /etc."""
+    time_limits: TimeLimits = field(default_factory=TimeLimits)
+    """Enforced by the shim, which outlives the service (see ``_timekeeper``)."""
 
     def encode(self) -> bytes:
         """Wire form: UTF-8, so it stays close to the size the spec caps (under MAX_REQUEST)."""
@@ -120,6 +123,11 @@ class Request:
             "process": self.process.to_dict(),
             "output_cap": self.output_cap,
             "account": None if self.account is None else list(self.account),
+            "time_limits": {
+                "timeout": self.time_limits.timeout,
+                "cpu_time": self.time_limits.cpu_time,
+                "grace": self.time_limits.grace,
+            },
         }
         return json.dumps(message, ensure_ascii=False).encode()
 
@@ -137,6 +145,7 @@ class Request:
             process=ProcessSetup.from_dict(fields.value("process")),
             output_cap=fields.optional_integer("output_cap"),
             account=None if account is None else (account[0], account[1]),
+            time_limits=_time_limits(fields.value("time_limits")),
         )
         fields.done()
         return request
@@ -251,6 +260,17 @@ class ShimState:
         return state
 
 
+def _time_limits(data: object) -> TimeLimits:
+    fields = _Fields(data, "time limits")
+    limits = TimeLimits(
+        timeout=fields.optional_number("timeout"),
+        cpu_time=fields.optional_number("cpu_time"),
+        grace=fields.number("grace"),
+    )
+    fields.done()
+    return limits
+
+
 def _json(raw: bytes | str, what: str) -> object:
     try:
         return json.loads(raw)
@@ -305,6 +325,15 @@ class _Fields:
 
     def optional_integer(self, key: str) -> int | None:
         return None if self.value(key) is None else self.integer(key)
+
+    def number(self, key: str) -> float:
+        value = self.value(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise MalformedMessage(f"{self.what}: {key} is not a number")
+        return float(value)
+
+    def optional_number(self, key: str) -> float | None:
+        return None if self.value(key) is None else self.number(key)
 
     def strings(self, key: str) -> tuple[str, ...]:
         items = self._typed(key, self.value(key), list, "a list")

@@ -453,6 +453,10 @@ class JobCgroup:
             pids_peak=self._number("pids.peak"),
         )
 
+    def cpu_usage_usec(self) -> int | None:
+        """CPU time all the job's processes have used so far; None once the group is gone."""
+        return self._keyed("cpu.stat").get("usage_usec")
+
     def tear_down(self, timeout: float) -> Remains:
         """Kill everything in the group, read its accounting, and remove it.
 

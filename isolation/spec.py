@@ -11,6 +11,7 @@ from jobworker.isolation.credentials import Credentials
 from jobworker.isolation.errors import InvalidSpec
 from jobworker.isolation.limits import Limits, cgroup_settings
 from jobworker.isolation.namespaces import Namespaces
+from jobworker.isolation.timelimits import TimeLimits
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -51,6 +52,7 @@ class JobSpec:
     output_cap: int | None = None
     user: Credentials | None = None
     """None: the command runs as the service does (root), with all its groups."""
+    time_limits: TimeLimits = field(default_factory=TimeLimits)
 
     def validate(self, *, sys_root: Path = Path("/sys")) -> ValidSpec:
         """Refuse anything invalid before a cgroup or process exists; what may be launched."""
@@ -77,6 +79,7 @@ class JobSpec:
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
             raise InvalidSpec("output_cap", f"{cap!r} must be a size in bytes")
         self.namespaces.validate()
+        self.time_limits.validate()
         settings = cgroup_settings(self.limits, sys_root=sys_root)
         if self.namespaces.pid and self.limits.pids is not None and self.limits.pids < 2:
             raise InvalidSpec("pids", "must be at least 2 with a pid namespace: its init counts")

@@ -3,6 +3,7 @@
 ::
 
     running ──► exited    ended on its own (an exit, a signal from elsewhere, the OOM killer)
+       │  │               or at a time limit (``timed_out``, ``cpu_time_exceeded``)
        │  └───► stopped   ended after a client asked it to stop
        └──────► lost      its end was not observed: the job's shim was killed or the host
                           restarted while the job ran; the exit status is unknown
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,10 +24,11 @@ from jobworker.isolation.cgroups import Usage
 from jobworker.isolation.limits import IOLimit, Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome
+from jobworker.isolation.timelimits import TimeLimits
 
 # The value types of a record's fields are the isolation layer's; they are exported here,
 # with the record, so that the runner's callers need not reach past it.
-__all__ = ["IOLimit", "JobRecord", "JobState", "Limits", "Namespaces", "Usage"]
+__all__ = ["IOLimit", "JobRecord", "JobState", "Limits", "Namespaces", "TimeLimits", "Usage"]
 
 
 class JobState(enum.Enum):
@@ -64,6 +66,11 @@ class JobRecord:
     uid: int | None = None
     """The user and group ids the command runs as (None in records from before they were kept)."""
     gid: int | None = None
+    time_limits: TimeLimits = field(default_factory=TimeLimits)
+    timed_out: bool = False
+    """Its shim ended it at its timeout: the state is ``exited``, as for the OOM killer."""
+    cpu_time_exceeded: bool = False
+    """Its shim ended it once its CPU time was used up; the state is ``exited`` too."""
 
     @property
     def ended(self) -> bool:
@@ -92,6 +99,8 @@ class JobRecord:
             oom_killed=outcome.oom_killed,
             usage=outcome.usage,
             note=outcome.note,
+            timed_out=outcome.timed_out,
+            cpu_time_exceeded=outcome.cpu_time_exceeded,
         )
 
     def to_json(self) -> str:
@@ -126,6 +135,9 @@ class JobRecord:
             "note": self.note,
             "uid": self.uid,
             "gid": self.gid,
+            "time_limits": _shallow(self.time_limits),
+            "timed_out": self.timed_out,
+            "cpu_time_exceeded": self.cpu_time_exceeded,
         }
         return json.dumps(data)
 
@@ -188,10 +200,14 @@ class JobRecord:
             note=data["note"],
             uid=data.get("uid"),
             gid=data.get("gid"),
+            # Records from before time limits have none of these.
+            time_limits=TimeLimits(**data.get("time_limits", {})),
+            timed_out=data.get("timed_out", False),
+            cpu_time_exceeded=data.get("cpu_time_exceeded", False),
         )
 
 
-def _shallow(value: IOLimit | Namespaces | Usage) -> dict[str, Any]:
+def _shallow(value: IOLimit | Namespaces | TimeLimits | Usage) -> dict[str, Any]:
     """A flat dataclass's fields as a dict (its values are plain numbers, strings, bools)."""
     return {item.name: getattr(value, item.name) for item in fields(value)}
 

@@ -48,6 +48,7 @@ from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome, utcnow
 from jobworker.isolation.rundir import RunDir
 from jobworker.isolation.spec import JobSpec, ValidSpec
+from jobworker.isolation.timelimits import TimeLimits
 from jobworker.runner import defaults
 from jobworker.runner._inotify import FileWatcher
 from jobworker.runner._job_limits import LimitPolicy
@@ -99,6 +100,8 @@ class RunnerConfig:
     stop_jobs_on_close: bool = False
     """Default False: jobs outlive a clean shutdown and are re-adopted at the next start."""
     shutdown_grace_seconds: float = defaults.STOP_GRACE_SECONDS
+    limit_grace_seconds: float = defaults.STOP_GRACE_SECONDS
+    """Between SIGTERM and the kill when a job reaches its timeout or CPU time."""
     keep_ended_seconds: float | None = defaults.KEEP_ENDED_SECONDS
     """How long an ended job's record and output are kept (None: until removed by hand)."""
     default_user: str | None = None
@@ -141,6 +144,10 @@ class StartRequest:
     """USER or USER:GROUP, names or numbers; empty means the configured default user."""
     user_by_admin: bool = False
     """Whether the caller may choose any user; otherwise only the default or an allowed one."""
+    timeout: float | None = None
+    """Seconds of wall-clock time, then the job is ended as a stop would (see ``timelimits``)."""
+    cpu_time: float | None = None
+    """Seconds of CPU time of all the job's processes together, then the same."""
 
 
 class _Active:
@@ -252,6 +259,9 @@ class Runner:
             limits=self._limits.apply(request.limits),
             namespaces=request.namespaces,
             output_cap=self._quota.start(job_id),
+            time_limits=TimeLimits(
+                request.timeout, request.cpu_time, grace=self.config.limit_grace_seconds
+            ),
         )
         # Off the event loop: user lookups may ask a directory server, validation
         # stats device paths, and the job's directories are made on disk.
@@ -272,6 +282,7 @@ class Runner:
             gid=spec.user.gid,
             limits=spec.limits,
             namespaces=spec.namespaces,
+            time_limits=spec.time_limits,
             state=JobState.RUNNING,
             created_at=utcnow(),
         )
