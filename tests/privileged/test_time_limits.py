@@ -8,11 +8,11 @@ forever, and the record says which limit ended it.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import datetime
 
 import pytest
 
@@ -148,9 +148,8 @@ def test_cpu_time_counts_every_process_and_ends_the_job(
     assert record.cpu_time_exceeded
     assert not record.timed_out
     assert record.signal == signal.SIGTERM
+    # Two processes counted apart (as RLIMIT_CPU does) would have used 2 s between them.
     assert 1_000_000 <= used < 1_500_000
-    if busy == 2:  # two processes share the budget, so it lasts less than a second of wall time
-        assert wall_seconds(record) < 1.0 + SLOW_VM_SECONDS
 
 
 @pytest.fixture(scope="module")
@@ -160,22 +159,22 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
 
 
 def test_run_follow_exits_124_at_the_timeout_and_152_past_the_cpu_time(cli: Cli) -> None:
-    started = time.monotonic()
-    timed = cli("run", "--follow", "--timeout", "2s", "--", "sleep", "60")
-    elapsed = time.monotonic() - started
+    timed = cli("run", "--follow", "--timeout", "2s", "--", "sleep", "600")
     assert timed.returncode == 124, timed.stderr
     assert "at its timeout" in timed.stderr
-    assert elapsed < 60
     job_id = timed.stderr.split("started job ", 1)[1].split()[0]
     status = cli.status(job_id)
     assert (status["timed_out"], status["cpu_time_exceeded"]) == (True, False)
     assert status["timeout_seconds"] == 2.0
     assert status["cpu_time_seconds"] is None
     assert status["state"] == "exited"
+    ran = datetime.fromisoformat(str(status["ended_at"])) - datetime.fromisoformat(
+        str(status["started_at"])
+    )
+    assert 2.0 <= ran.total_seconds() < 2.0 + SLOW_VM_SECONDS
 
     busy = cli("run", "--follow", "--cpu-time", "500ms", "--", "sh", "-c", BUSY_LOOP)
     assert busy.returncode == 152, busy.stderr
     assert "its CPU time used up" in busy.stderr
     text = cli("status", busy.stderr.split("started job ", 1)[1].split()[0])
     assert "time:       cpu time 0.5s\n" in text.stdout
-    assert json.loads(cli("ls", "--all", "--json").stdout)  # listed like any other job
