@@ -35,7 +35,7 @@ SIGNAL_EXIT_BASE = 128
 TIMEOUT_EXIT = 124
 """``run --follow`` exits with this when the job's timeout ended it, as timeout(1) does."""
 CPU_TIME_EXIT = SIGNAL_EXIT_BASE + signal.SIGXCPU
-"""... and with 152 when its CPU time did, as a shell shows a process killed by RLIMIT_CPU."""
+"""... and with 152 (128 + SIGXCPU, RLIMIT_CPU's signal) when its CPU time ran out."""
 
 
 def connection(args: argparse.Namespace) -> Connection:

@@ -455,7 +455,7 @@ def _run(commands: argparse._SubParsersAction[Parser], client: Parser) -> None:
         type=parse_time_limit,
         metavar="DURATION",
         help="CPU time of all the job's processes together, e.g. 500ms, 2m; --follow then "
-        "exits 152 (128 + SIGXCPU, as a shell shows a process over its ulimit -t)",
+        "exits 152 (128 + SIGXCPU, the signal of RLIMIT_CPU)",
     )
     isolation = run.add_argument_group(
         "namespaces (default: all of pid,mount,net,uts,ipc; pid needs mount)"
