@@ -11,6 +11,7 @@ import signal
 import uuid
 from datetime import datetime
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobworker.runner import defaults
@@ -64,6 +65,8 @@ def start_request(request: pb.StartJobRequest, *, by_admin: bool) -> StartReques
         filesystem=_filesystem(request.filesystem),
         privileges=_privileges(request.privileges),
         by_admin=by_admin,
+        timeout=_seconds(request.timeout) if request.HasField("timeout") else None,
+        cpu_time=_seconds(request.cpu_time) if request.HasField("cpu_time") else None,
     )
 
 
@@ -175,7 +178,13 @@ def job(record: JobRecord) -> pb.Job:
         stdin_bytes=record.stdin_bytes,
         filesystem=_filesystem_message(record.filesystem),
         privileges=_privileges_message(record.privileges),
+        timed_out=record.timed_out,
+        cpu_time_exceeded=record.cpu_time_exceeded,
     )
+    if record.time_limits.timeout is not None:
+        message.timeout.CopyFrom(_duration(record.time_limits.timeout))
+    if record.time_limits.cpu_time is not None:
+        message.cpu_time.CopyFrom(_duration(record.time_limits.cpu_time))
     if record.started_at is not None:
         message.start_time.CopyFrom(_timestamp(record.started_at))
     if record.ended_at is not None:
@@ -248,6 +257,17 @@ def _usage(usage: Usage) -> pb.ResourceUsage:
         memory_high_events=usage.memory_high_events,
         memory_max_events=usage.memory_max_events,
     )
+
+
+def _seconds(duration: Duration) -> float:
+    """A Duration in seconds; its range is the isolation layer's to check (it names the field)."""
+    return duration.seconds + duration.nanos / 1e9
+
+
+def _duration(seconds: float) -> Duration:
+    duration = Duration()
+    duration.FromNanoseconds(round(seconds * 1e9))
+    return duration
 
 
 def _timestamp(moment: datetime) -> Timestamp:

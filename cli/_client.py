@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,10 @@ CALL_TIMEOUT = 120.0
 """Seconds a unary call may take (a start in a slow VM takes a few); stop adds its grace."""
 SIGNAL_EXIT_BASE = 128
 """``run --follow`` exits with 128 + N when signal N ended the job, as shells report it."""
+TIMEOUT_EXIT = 124
+"""``run --follow`` exits with this when the job's timeout ended it, as timeout(1) does."""
+CPU_TIME_EXIT = SIGNAL_EXIT_BASE + signal.SIGXCPU
+"""... and with 152 (128 + SIGXCPU, RLIMIT_CPU's signal) when its CPU time ran out."""
 
 
 def connection(args: argparse.Namespace) -> Connection:
@@ -72,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
 
 def exit_status(job: pb.Job) -> int:
     """What ``run --follow`` exits with, saying on stderr how the job ended if not by exit."""
+    if job.timed_out or job.cpu_time_exceeded:
+        print(f"jobworker: job {job.id} {render.ending(job)}", file=sys.stderr)
+        return TIMEOUT_EXIT if job.timed_out else CPU_TIME_EXIT
     if job.oom_killed:
         print(f"jobworker: job {job.id} was killed by the OOM killer", file=sys.stderr)
     if job.HasField("signal"):

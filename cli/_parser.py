@@ -35,6 +35,7 @@ from jobworker.cli._units import (
     parse_size,
     parse_size_or_none,
     parse_size_or_zero,
+    parse_time_limit,
     size_argument,
 )
 from jobworker.runner import defaults as runner_defaults
@@ -472,6 +473,22 @@ def _run(commands: argparse._SubParsersAction[Parser], client: Parser) -> None:
             metavar=f"DEV={value}",
             help=f"{what}; DEV is a device path or MAJ:MIN (repeatable, one per device)",
         )
+    times = run.add_argument_group(
+        "time limits (SIGTERM when reached, then the server's grace period, then the kill)"
+    )
+    times.add_argument(
+        "--timeout",
+        type=parse_time_limit,
+        metavar="DURATION",
+        help="wall-clock time, e.g. 90s, 1h30m; --follow then exits 124, as timeout(1) does",
+    )
+    times.add_argument(
+        "--cpu-time",
+        type=parse_time_limit,
+        metavar="DURATION",
+        help="CPU time of all the job's processes together, e.g. 500ms, 2m; --follow then "
+        "exits 152 (128 + SIGXCPU, the signal of RLIMIT_CPU)",
+    )
     isolation = run.add_argument_group(
         "namespaces (default: all of pid,mount,net,uts,ipc; pid needs mount)"
     ).add_mutually_exclusive_group()

@@ -29,6 +29,10 @@ The JSON object (a contract: scripts parse it)::
     stopped_by, note            string or null
     privileges                  {cap_add, cap_drop: list of strings, seccomp: "default" or
                                  "unconfined", no_new_privs: bool (as asked for)}
+    timeout_seconds,            number or null: the job's time limits (wall-clock, CPU)
+    cpu_time_seconds
+    timed_out,                  bool: whether its timeout, or its CPU time running out,
+    cpu_time_exceeded           ended the job (its state is then "exited")
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -108,6 +113,10 @@ def job_json(job: pb.Job) -> dict[str, Any]:
             "seccomp": "unconfined" if job.privileges.seccomp_unconfined else "default",
             "no_new_privs": job.privileges.no_new_privs,
         },
+        "timeout_seconds": _seconds(job, "timeout"),
+        "cpu_time_seconds": _seconds(job, "cpu_time"),
+        "timed_out": job.timed_out,
+        "cpu_time_exceeded": job.cpu_time_exceeded,
     }
 
 
@@ -164,6 +173,10 @@ def ending(job: pb.Job) -> str:
         how = "exit status unknown"
     if job.oom_killed:
         how += ", by the OOM killer"
+    if job.timed_out:
+        how += ", at its timeout"
+    if job.cpu_time_exceeded:
+        how += ", its CPU time used up"
     if job.state == pb.JOB_STATE_STOPPED:
         return f"stopped by {job.stopped_by or 'a client'} ({how})"
     return f"exited ({how})"
@@ -214,6 +227,8 @@ def status_text(job: pb.Job) -> str:
     ]
     if job.stdin_bytes:
         lines.append(("stdin", f"{size_text(job.stdin_bytes)} given at start"))
+    if job.HasField("timeout") or job.HasField("cpu_time"):
+        lines.append(("time", time_limits_text(job)))
     if job.stopped_by:
         lines.append(("stopped_by", printable(job.stopped_by)))
     if job.note:
@@ -243,6 +258,17 @@ def limits_text(limits: pb.Limits) -> str:
                 shown = size_text(value) if name.endswith("bps") else str(value)
                 rates.append(f"{name}={shown}/s")
         parts.append(f"io {io.device} {' '.join(rates)}")
+    return ", ".join(parts) or "none"
+
+
+def time_limits_text(job: pb.Job) -> str:
+    """The time limits in a line, e.g. ``timeout 90s, cpu time 1.5s``."""
+    data = job_json(job)
+    parts = [
+        f"{name} {data[key]:g}s"
+        for name, key in (("timeout", "timeout_seconds"), ("cpu time", "cpu_time_seconds"))
+        if data[key] is not None
+    ]
     return ", ".join(parts) or "none"
 
 
@@ -323,6 +349,13 @@ def _timestamp(job: pb.Job, field: str) -> str | None:
         return None
     stamp: Timestamp = getattr(job, field)
     return stamp.ToJsonString()
+
+
+def _seconds(job: pb.Job, field: str) -> float | None:
+    if not job.HasField(field):  # type: ignore[arg-type]
+        return None
+    duration: Duration = getattr(job, field)
+    return float(duration.ToNanoseconds() / 1e9)
 
 
 def _optional(message: Message, field: str) -> Any:

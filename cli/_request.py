@@ -94,7 +94,7 @@ def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
         no_new_privs=args.no_new_privs,
     )
     command, *arguments = args.command
-    return pb.StartJobRequest(
+    request = pb.StartJobRequest(
         command=command,
         args=arguments,
         limits=limits,
@@ -106,6 +106,11 @@ def start_request(args: argparse.Namespace) -> pb.StartJobRequest:
         stdin=read_stdin(args.stdin),
         filesystem=filesystem(args),
     )
+    if args.timeout is not None:
+        request.timeout.FromNanoseconds(round(args.timeout * 1e9))
+    if args.cpu_time is not None:
+        request.cpu_time.FromNanoseconds(round(args.cpu_time * 1e9))
+    return request
 
 
 def filesystem(args: argparse.Namespace) -> pb.Filesystem | None:

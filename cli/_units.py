@@ -4,7 +4,8 @@ Sizes: a number with an optional unit, ``K``, ``M``, ``G``, ``T`` (powers of
 1024, as systemd and docker read them) or ``Ki``, ``Mi``, ``Gi``, ``Ti``, any
 case, with an optional trailing ``B``: ``64M``, ``1.5G``, ``512Mi``, ``4096``.
 Durations: a number with ``ms``, ``s``, ``m``, ``h`` or ``d`` (a bare number is
-seconds): ``500ms``, ``5s``, ``1.5m``, ``7d``.
+seconds), or several added up as systemd writes them: ``500ms``, ``5s``, ``1.5m``,
+``7d``, ``1h30m``, ``2m 30s``.
 
 Each parser raises ``argparse.ArgumentTypeError`` with a message that shows a
 valid example, so argparse reports it as a usage error naming the option.
@@ -18,10 +19,13 @@ import argparse
 import re
 from decimal import Decimal, InvalidOperation
 
+from jobworker.runner.defaults import MAX_TIME_LIMIT_SECONDS
+
 _NUMBER = r"(?P<number>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
 _SIZE = re.compile(_NUMBER + r"\s*(?:(?P<unit>[kmgt])i?)?b?", re.I)
 _SIZE_UNITS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 _DURATION = re.compile(_NUMBER + r"\s*(?P<unit>ms|s|m|h|d|)", re.I)
+_DURATION_PART = re.compile(_NUMBER + r"\s*(?P<unit>ms|s|m|h|d)\s*", re.I)
 _COUNT = re.compile(r"[0-9]+")
 _DURATION_UNITS = {
     "ms": Decimal("0.001"), "s": Decimal(1), "": Decimal(1), "m": Decimal(60), "h": Decimal(3600),
@@ -63,13 +67,30 @@ def parse_size_or_none(text: str) -> int | None:
 
 
 def parse_duration(text: str) -> float:
-    """A duration in seconds: ``500ms``, ``5s``, ``1.5m``, ``7d``; a bare number is seconds."""
+    """A duration in seconds: ``500ms``, ``5s``, ``1.5m``, ``1h30m``; a bare number is seconds."""
     match = _DURATION.fullmatch(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration; use a number with ms, s, m, h or d (e.g. 500ms, 5s, 2m)"
-        )
-    return float(Decimal(match["number"]) * _DURATION_UNITS[match["unit"].lower()])
+    if match:
+        return float(Decimal(match["number"]) * _DURATION_UNITS[match["unit"].lower()])
+    total, position, stripped = Decimal(0), 0, text.strip()
+    while stripped and (part := _DURATION_PART.match(stripped, position)):
+        total += Decimal(part["number"]) * _DURATION_UNITS[part["unit"].lower()]
+        position = part.end()
+        if position == len(stripped):
+            return float(total)
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a duration; use a number with ms, s, m, h or d "
+        "(e.g. 500ms, 5s, 2m, 1h30m)"
+    )
+
+
+def parse_time_limit(text: str) -> float:
+    """A time limit: a duration more than 0 and at most a year, e.g. ``90s``, ``1h30m``."""
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a time limit must be more than 0s")
+    if seconds > MAX_TIME_LIMIT_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: a time limit may be at most a year (365d)")
+    return seconds
 
 
 def parse_duration_or_forever(text: str) -> float | None:

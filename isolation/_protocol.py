@@ -25,6 +25,7 @@ from typing import Any, ClassVar, TypeVar
 from jobworker.isolation.errors import MalformedMessage
 from jobworker.isolation.filesystem import Bind, Filesystem, Tmpfs
 from jobworker.isolation.rundir import RunDir
+from jobworker.isolation.timelimits import TimeLimits
 
 T = TypeVar("T")
 
@@ -161,6 +162,8 @@ class Request:
     """A passwd and a group line naming a user the host does not know, for the job's /etc."""
     stdin: bool = False
     """Standard input is the run directory's ``stdin`` file; else /dev/null."""
+    time_limits: TimeLimits = field(default_factory=TimeLimits)
+    """Enforced by the shim, which outlives the service (see ``_timekeeper``)."""
 
     def encode(self) -> bytes:
         """Wire form: UTF-8, so it stays close to the size the spec caps (under MAX_REQUEST)."""
@@ -172,6 +175,11 @@ class Request:
             "output_cap": self.output_cap,
             "account": None if self.account is None else list(self.account),
             "stdin": self.stdin,
+            "time_limits": {
+                "timeout": self.time_limits.timeout,
+                "cpu_time": self.time_limits.cpu_time,
+                "grace": self.time_limits.grace,
+            },
         }
         return json.dumps(message, ensure_ascii=False).encode()
 
@@ -190,6 +198,7 @@ class Request:
             output_cap=fields.optional_integer("output_cap"),
             account=None if account is None else (account[0], account[1]),
             stdin=fields.boolean("stdin"),
+            time_limits=_time_limits(fields.value("time_limits")),
         )
         fields.done()
         return request
@@ -304,6 +313,17 @@ class ShimState:
         return state
 
 
+def _time_limits(data: object) -> TimeLimits:
+    fields = _Fields(data, "time limits")
+    limits = TimeLimits(
+        timeout=fields.optional_number("timeout"),
+        cpu_time=fields.optional_number("cpu_time"),
+        grace=fields.number("grace"),
+    )
+    fields.done()
+    return limits
+
+
 def _json(raw: bytes | str, what: str) -> object:
     try:
         return json.loads(raw)
@@ -358,6 +378,15 @@ class _Fields:
 
     def optional_integer(self, key: str) -> int | None:
         return None if self.value(key) is None else self.integer(key)
+
+    def number(self, key: str) -> float:
+        value = self.value(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise MalformedMessage(f"{self.what}: {key} is not a number")
+        return float(value)
+
+    def optional_number(self, key: str) -> float | None:
+        return None if self.value(key) is None else self.number(key)
 
     def strings(self, key: str) -> tuple[str, ...]:
         items = self._typed(key, self.value(key), list, "a list")

@@ -17,7 +17,9 @@ or a crash of the service does not touch it). It:
    failed. Nothing waits on the shim between the exec and the launcher;
 2. copies the job's stdout and stderr into the output log as they arrive, so
    the job never waits for a reader and output survives a service restart;
-3. when the job's main process ends, kills whatever the job left behind,
+3. enforces the job's time limits, if it has any (see ``_timekeeper``): they
+   hold while the service restarts or is down;
+4. when the job's main process ends, kills whatever the job left behind,
    reads how it ended and what it used, removes its cgroup, and writes the
    outcome file atomically before exiting.
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 import array
 import contextlib
 import fcntl
+import math
 import os
 import select
 import signal
@@ -59,6 +62,7 @@ from jobworker.isolation._protocol import (
     Request,
     ShimState,
 )
+from jobworker.isolation._timekeeper import Expired, Step, TimeKeeper
 from jobworker.isolation.cgroups import JobCgroup, Usage
 from jobworker.isolation.errors import IsolationError
 from jobworker.isolation.namespaces import CLONE_NEWPID
@@ -159,6 +163,7 @@ class _Shim:
         self.cgroup = JobCgroup(request.cgroup)
         self.outcome = OutcomeFile(self.run_dir.outcome)
         self.notes: list[str] = []
+        self.keeper: TimeKeeper | None = None
 
     def run(self, connection: socket.socket, netns_fd: int | None) -> None:
         request, pipes = self.request, self.pipes
@@ -178,6 +183,10 @@ class _Shim:
                 if fd >= 0:
                     os.close(fd)
             child.run(plan)
+        if request.time_limits.any:  # the job's time counts from here
+            self.keeper = TimeKeeper(
+                request.time_limits, self.cgroup.cpu_usage_usec, cpus=os.cpu_count() or 1
+            )
         for fd in (pipes.stdout_w, pipes.stderr_w, pipes.error_w, status_w):
             if fd >= 0:
                 os.close(fd)
@@ -281,8 +290,8 @@ class _Shim:
             poller.register(fd, select.POLLIN)
         status: int | None = None
         while streams or status is None:
-            ready = poller.poll(None if status is None else _DRAIN_SECONDS * 1000)
-            if not ready:
+            ready = poller.poll(self._wait_ms(status))
+            if not ready and status is not None:
                 self.notes.append("output pipes stayed open after the job ended; stopped reading")
                 break
             for fd, _events in ready:
@@ -295,8 +304,26 @@ class _Shim:
                     poller.unregister(fd)
                     os.close(fd)
                     del streams[fd]
+            if status is None:
+                self._keep_time(main_pidfd)
         assert status is not None
         return status
+
+    def _wait_ms(self, status: int | None) -> int | None:
+        """How long poll() may sleep: a time limit may need the shim; an ended job drains."""
+        if status is not None:
+            return int(_DRAIN_SECONDS * 1000)
+        wait = self.keeper.wait() if self.keeper is not None else None
+        return None if wait is None else math.ceil(wait * 1000)
+
+    def _keep_time(self, main_pidfd: int) -> None:
+        """End the job as a stop would once a time limit is reached: SIGTERM, grace, kill."""
+        step = self.keeper.step() if self.keeper is not None else None
+        if step is Step.TERMINATE:
+            with contextlib.suppress(ProcessLookupError):  # it is ending: its pidfd will say so
+                signal.pidfd_send_signal(main_pidfd, signal.SIGTERM)
+        elif step is Step.KILL:
+            self.cgroup.kill()
 
     def _finish(self, log: OutputLogWriter, status: int | None, started_at: datetime) -> None:
         """Kill what is left, record the end of the output and the outcome (None: unknown)."""
@@ -311,6 +338,9 @@ class _Shim:
             self.notes.append(
                 f"{log.truncated} after {log.written} bytes; {log.dropped} bytes were dropped"
             )
+        expired = self.keeper.expired if self.keeper is not None else None
+        if self.keeper is not None and (limit_note := self.keeper.note()):
+            self.notes.insert(0, limit_note)
         outcome = Outcome(
             exit_code=exit_code,
             signal=signo,
@@ -319,6 +349,8 @@ class _Shim:
             started_at=started_at,
             ended_at=ended_at,
             note="; ".join(self.notes) or None,
+            timed_out=expired is Expired.TIMEOUT,
+            cpu_time_exceeded=expired is Expired.CPU_TIME,
         )
         self.outcome.write(outcome)
 

@@ -480,6 +480,10 @@ class JobCgroup:
             memory_max_events=memory_events.get("max"),
         )
 
+    def cpu_usage_usec(self) -> int | None:
+        """CPU time all the job's processes have used so far; None once the group is gone."""
+        return self._keyed("cpu.stat").get("usage_usec")
+
     def tear_down(self, timeout: float) -> Remains:
         """Kill everything in the group, read its accounting, and remove it.
 

@@ -383,6 +383,7 @@ def _request(spec: JobSpec, cgroup: JobCgroup) -> Request:
         run_dir=RunDir(spec.run_dir),
         output_cap=spec.output_cap,
         stdin=spec.stdin,
+        time_limits=spec.time_limits,
         account=user.account_lines()
         if user is not None and not user.listed and namespaces.mount
         else None,

@@ -28,6 +28,10 @@ class Outcome:
     started_at: datetime
     ended_at: datetime
     note: str | None = None
+    timed_out: bool = False
+    """Its timeout was reached, so its shim ended it (see ``timelimits``)."""
+    cpu_time_exceeded: bool = False
+    """Its CPU time was used up, so its shim ended it."""
 
     @property
     def signal_name(self) -> str | None:
@@ -54,6 +58,9 @@ class Outcome:
                 started_at=datetime.fromisoformat(data["started_at"]),
                 ended_at=datetime.fromisoformat(data["ended_at"]),
                 note=data["note"],
+                # Absent from the outcomes of shims that knew no time limits.
+                timed_out=bool(data.get("timed_out", False)),
+                cpu_time_exceeded=bool(data.get("cpu_time_exceeded", False)),
             )
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"not an outcome: {error!r}") from None

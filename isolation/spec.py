@@ -13,6 +13,7 @@ from jobworker.isolation.filesystem import Filesystem
 from jobworker.isolation.limits import Limits, cgroup_settings
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.privileges import Privileges
+from jobworker.isolation.timelimits import TimeLimits
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -57,6 +58,7 @@ class JobSpec:
     """The caller wrote the job's standard input to ``RunDir(run_dir).stdin``."""
     filesystem: Filesystem = field(default_factory=Filesystem)
     privileges: Privileges = field(default_factory=Privileges)
+    time_limits: TimeLimits = field(default_factory=TimeLimits)
 
     def validate(self, *, sys_root: Path = Path("/sys")) -> ValidSpec:
         """Refuse anything invalid before a cgroup or process exists; what may be launched."""
@@ -87,6 +89,7 @@ class JobSpec:
         self.privileges.validate()
         if self.user is not None:
             self.privileges.check_user(root=self.user.is_root)
+        self.time_limits.validate()
         settings = cgroup_settings(self.limits, sys_root=sys_root)
         if self.namespaces.pid and self.limits.pids is not None and self.limits.pids < 2:
             raise InvalidSpec("pids", "must be at least 2 with a pid namespace: its init counts")

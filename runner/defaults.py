@@ -10,11 +10,15 @@ from __future__ import annotations
 # task limit; the isolation layer applies it (see ``capacity``).
 from jobworker.isolation.capacity import DEFAULT_JOB_TASKS_PERCENT as JOB_TASKS_PERCENT
 
+# The longest timeout or CPU time a job may ask for (a year); the isolation layer enforces it.
+from jobworker.isolation.timelimits import MAX_SECONDS as MAX_TIME_LIMIT_SECONDS
+
 __all__ = [
     "JOB_TASKS_PERCENT",
     "KEEP_ENDED_SECONDS",
     "MAX_RUNNING_JOBS",
     "MAX_STDIN_BYTES",
+    "MAX_TIME_LIMIT_SECONDS",
     "MIN_FREE_BYTES",
     "OUTPUT_CAP_BYTES",
     "STOP_GRACE_SECONDS",

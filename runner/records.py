@@ -3,6 +3,7 @@
 ::
 
     running ──► exited    ended on its own (an exit, a signal from elsewhere, the OOM killer)
+       │  │               or at a time limit (``timed_out``, ``cpu_time_exceeded``)
        │  └───► stopped   ended after a client asked it to stop
        └──────► lost      its end was not observed: the job's shim was killed or the host
                           restarted while the job ran; the exit status is unknown
@@ -25,6 +26,7 @@ from jobworker.isolation.limits import IOLimit, Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome
 from jobworker.isolation.privileges import Privileges
+from jobworker.isolation.timelimits import TimeLimits
 
 # The value types of a record's fields are the isolation layer's; they are exported here,
 # with the record, so that the runner's callers need not reach past it.
@@ -37,6 +39,7 @@ __all__ = [
     "Limits",
     "Namespaces",
     "Privileges",
+    "TimeLimits",
     "Tmpfs",
     "Usage",
 ]
@@ -83,6 +86,11 @@ class JobRecord:
     """The job's view of the filesystem, as requested (the host's in older records)."""
     privileges: Privileges = field(default_factory=Privileges)
     """What the job asked for beyond the defaults (capabilities, syscall filter)."""
+    time_limits: TimeLimits = field(default_factory=TimeLimits)
+    timed_out: bool = False
+    """Its shim ended it at its timeout: the state is ``exited``, as for the OOM killer."""
+    cpu_time_exceeded: bool = False
+    """Its shim ended it once its CPU time was used up; the state is ``exited`` too."""
 
     @property
     def ended(self) -> bool:
@@ -111,6 +119,8 @@ class JobRecord:
             oom_killed=outcome.oom_killed,
             usage=outcome.usage,
             note=outcome.note,
+            timed_out=outcome.timed_out,
+            cpu_time_exceeded=outcome.cpu_time_exceeded,
         )
 
     def to_json(self) -> str:
@@ -152,6 +162,9 @@ class JobRecord:
             "stdin_bytes": self.stdin_bytes,
             "filesystem": _filesystem_json(self.filesystem),
             "privileges": _privileges_json(self.privileges),
+            "time_limits": _shallow(self.time_limits),
+            "timed_out": self.timed_out,
+            "cpu_time_exceeded": self.cpu_time_exceeded,
         }
         return json.dumps(data)
 
@@ -221,10 +234,14 @@ class JobRecord:
             stdin_bytes=data.get("stdin_bytes", 0),
             filesystem=_filesystem(data.get("filesystem")),
             privileges=_privileges(data.get("privileges")),
+            # Records from before time limits have none of these.
+            time_limits=TimeLimits(**data.get("time_limits", {})),
+            timed_out=data.get("timed_out", False),
+            cpu_time_exceeded=data.get("cpu_time_exceeded", False),
         )
 
 
-def _shallow(value: IOLimit | Namespaces | Usage | Tmpfs | Bind) -> dict[str, Any]:
+def _shallow(value: IOLimit | Namespaces | TimeLimits | Usage | Tmpfs | Bind) -> dict[str, Any]:
     """A flat dataclass's fields as a dict (its values are plain numbers, strings, bools)."""
     return {item.name: getattr(value, item.name) for item in fields(value)}
 

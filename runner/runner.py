@@ -51,6 +51,7 @@ from jobworker.isolation.outcome import Outcome, utcnow
 from jobworker.isolation.privileges import Privileges
 from jobworker.isolation.rundir import RunDir
 from jobworker.isolation.spec import JobSpec, ValidSpec
+from jobworker.isolation.timelimits import TimeLimits
 from jobworker.runner import defaults
 from jobworker.runner._inotify import FileWatcher
 from jobworker.runner._job_limits import LimitPolicy
@@ -105,6 +106,8 @@ class RunnerConfig:
     stop_jobs_on_close: bool = False
     """Default False: jobs outlive a clean shutdown and are re-adopted at the next start."""
     shutdown_grace_seconds: float = defaults.STOP_GRACE_SECONDS
+    limit_grace_seconds: float = defaults.STOP_GRACE_SECONDS
+    """Between SIGTERM and the kill when a job reaches its timeout or CPU time."""
     keep_ended_seconds: float | None = defaults.KEEP_ENDED_SECONDS
     """How long an ended job's record and output are kept (None: until removed by hand)."""
     default_user: str | None = None
@@ -153,6 +156,10 @@ class StartRequest:
     """Whether an admin asks: a job may then run as any user (others: the default or an
     allowed one), see host paths and choose its root (``Filesystem.admin_option``), and
     get capabilities added or the syscall filter lifted (``Privileges.widened``)."""
+    timeout: float | None = None
+    """Seconds of wall-clock time, then the job is ended as a stop would (see ``timelimits``)."""
+    cpu_time: float | None = None
+    """Seconds of CPU time of all the job's processes together, then the same."""
 
 
 class _Active:
@@ -278,6 +285,9 @@ class Runner:
             stdin=bool(request.stdin),
             filesystem=request.filesystem,
             privileges=request.privileges,
+            time_limits=TimeLimits(
+                request.timeout, request.cpu_time, grace=self.config.limit_grace_seconds
+            ),
         )
         # Off the event loop: user lookups may ask a directory server, validation
         # stats device paths, and the job's directories are made on disk.
@@ -300,6 +310,7 @@ class Runner:
             namespaces=spec.namespaces,
             filesystem=spec.filesystem,
             privileges=spec.privileges,
+            time_limits=spec.time_limits,
             state=JobState.RUNNING,
             created_at=utcnow(),
             stdin_bytes=len(request.stdin),

@@ -10,6 +10,7 @@ STATUS_KEYS = {
     "oom_killed", "created_at", "started_at", "ended_at", "limits", "namespaces", "usage",
     "stopped_by", "note", "stdin_bytes",
     "filesystem", "privileges",
+    "timeout_seconds", "cpu_time_seconds", "timed_out", "cpu_time_exceeded",
 }  # fmt: skip
 USAGE_KEYS = {
     "cpu_user_usec", "cpu_system_usec", "memory_peak_bytes", "io_read_bytes",

@@ -56,6 +56,8 @@ def wait_status(*argv: str) -> int:
             usage=Usage(cpu_user_usec=10, memory_peak_bytes=2**40, io_read_bytes=0),
             started_at=datetime(2030, 1, 1, tzinfo=timezone(timedelta(hours=2))),
         ),
+        outcome(exit_code=None, signal=15, timed_out=True, note="the job reached its timeout"),
+        outcome(exit_code=None, signal=9, cpu_time_exceeded=True),
     ],
 )
 def test_json_round_trip(original):
@@ -83,7 +85,16 @@ def test_json_is_plain_data():
         "started_at": "2024-05-06T07:08:09.123456+00:00",
         "ended_at": "2024-05-06T07:08:12.123463+00:00",
         "note": None,
+        "timed_out": False,
+        "cpu_time_exceeded": False,
     }
+
+
+def test_an_outcome_from_a_shim_that_knew_no_time_limits_says_no_limit_ended_it():
+    data = json.loads(outcome(exit_code=0).to_json())
+    del data["timed_out"], data["cpu_time_exceeded"]
+    read = Outcome.from_json(json.dumps(data))
+    assert (read.timed_out, read.cpu_time_exceeded) == (False, False)
 
 
 def test_round_trip_keeps_time_zone_and_microseconds():

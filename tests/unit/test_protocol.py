@@ -22,6 +22,7 @@ from jobworker.isolation._protocol import (
 )
 from jobworker.isolation.errors import MalformedMessage
 from jobworker.isolation.rundir import RunDir
+from jobworker.isolation.timelimits import TimeLimits
 
 STARTED = datetime(2026, 12, 7, 18, 0, 0, 123456, tzinfo=UTC)
 
@@ -48,6 +49,7 @@ def full_request() -> Request:
         output_cap=1 << 30,
         account=("u:x:70000:70001::/home/u:/bin/sh\n", "u:x:70001:\n"),
         stdin=True,
+        time_limits=TimeLimits(timeout=1.5, cpu_time=3600, grace=0),
     )
 
 
@@ -142,6 +144,14 @@ REQUEST_DAMAGE = [
     ({"hostname": 0}, "process"),
     ({"no_new_privs": ...}, "process"),
     ({"seccomp": "strict"}, "process"),
+    ({"time_limits": ...}, None),
+    ({"time_limits": 5}, None),
+    ({"timeout": "5s"}, "time_limits"),
+    ({"timeout": True}, "time_limits"),
+    ({"cpu_time": [1]}, "time_limits"),
+    ({"grace": None}, "time_limits"),
+    ({"grace": ...}, "time_limits"),
+    ({"deadline": 5}, "time_limits"),
 ]
 
 

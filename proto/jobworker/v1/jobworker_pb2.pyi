@@ -139,6 +139,10 @@ class Job(_message.Message):
     PRIVILEGES_FIELD_NUMBER: _builtins.int
     STDIN_BYTES_FIELD_NUMBER: _builtins.int
     FILESYSTEM_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    CPU_TIME_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_FIELD_NUMBER: _builtins.int
+    CPU_TIME_EXCEEDED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, a UUID."""
     owner: _builtins.str
@@ -172,6 +176,13 @@ class Job(_message.Message):
     gid: _builtins.int
     stdin_bytes: _builtins.int
     """How many bytes of standard input the job was given at start."""
+    timed_out: _builtins.bool
+    """Whether its timeout ended the job (SIGTERM, grace, kill). The state is
+    then EXITED, as when the OOM killer ends a job, and the exit code or
+    signal is how the command reacted.
+    """
+    cpu_time_exceeded: _builtins.bool
+    """Whether its CPU time running out ended the job, in the same way."""
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The command's arguments."""
@@ -210,6 +221,14 @@ class Job(_message.Message):
     def filesystem(self) -> Global___Filesystem:
         """The job's view of the filesystem, as requested."""
 
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """The job's wall-clock time limit (StartJobRequest.timeout); unset if none."""
+
+    @_builtins.property
+    def cpu_time(self) -> _duration_pb2.Duration:
+        """The job's CPU time limit (StartJobRequest.cpu_time); unset if none."""
+
     def __init__(
         self,
         *,
@@ -237,10 +256,14 @@ class Job(_message.Message):
         privileges: Global___Privileges | None = ...,
         stdin_bytes: _builtins.int = ...,
         filesystem: Global___Filesystem | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        cpu_time: _duration_pb2.Duration | None = ...,
+        timed_out: _builtins.bool = ...,
+        cpu_time_exceeded: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "filesystem", b"filesystem", "gid", b"gid", "limits", b"limits", "privileges", b"privileges", "signal", b"signal", "start_time", b"start_time", "uid", b"uid", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "cpu_time", b"cpu_time", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "filesystem", b"filesystem", "gid", b"gid", "limits", b"limits", "privileges", b"privileges", "signal", b"signal", "start_time", b"start_time", "timeout", b"timeout", "uid", b"uid", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "args", b"args", "command", b"command", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "filesystem", b"filesystem", "gid", b"gid", "id", b"id", "limits", b"limits", "namespaces", b"namespaces", "note", b"note", "oom_killed", b"oom_killed", "owner", b"owner", "privileges", b"privileges", "signal", b"signal", "signal_name", b"signal_name", "start_time", b"start_time", "state", b"state", "stdin_bytes", b"stdin_bytes", "stopped_by", b"stopped_by", "uid", b"uid", "usage", b"usage", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "_gid", b"_gid", "_signal", b"_signal", "_uid", b"_uid", "args", b"args", "command", b"command", "cpu_time", b"cpu_time", "cpu_time_exceeded", b"cpu_time_exceeded", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "filesystem", b"filesystem", "gid", b"gid", "id", b"id", "limits", b"limits", "namespaces", b"namespaces", "note", b"note", "oom_killed", b"oom_killed", "owner", b"owner", "privileges", b"privileges", "signal", b"signal", "signal_name", b"signal_name", "start_time", b"start_time", "state", b"state", "stdin_bytes", b"stdin_bytes", "stopped_by", b"stopped_by", "timed_out", b"timed_out", "timeout", b"timeout", "uid", b"uid", "usage", b"usage", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -587,6 +610,8 @@ class StartJobRequest(_message.Message):
     WORKING_DIRECTORY_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    CPU_TIME_FIELD_NUMBER: _builtins.int
     PRIVILEGES_FIELD_NUMBER: _builtins.int
     STDIN_FIELD_NUMBER: _builtins.int
     FILESYSTEM_FIELD_NUMBER: _builtins.int
@@ -630,6 +655,22 @@ class StartJobRequest(_message.Message):
         """
 
     @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Wall-clock time the job may run, from its start; unset: no limit. When it
+        is reached the job gets SIGTERM, the server's grace period (10 s unless
+        configured), then everything left of it is killed; Job.timed_out says so.
+        The job's own supervisor enforces it, so it holds across server restarts.
+        More than 0 and at most a year (365 days), else INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def cpu_time(self) -> _duration_pb2.Duration:
+        """CPU time (user and system) of all the job's processes together, from its
+        cgroup's cpu.stat; unset: no limit. When used up, the job ends as at a
+        timeout and Job.cpu_time_exceeded says so. Same bounds as timeout.
+        """
+
+    @_builtins.property
     def privileges(self) -> Global___Privileges:
         """Capabilities, syscall filter and no_new_privs; unset: the defaults."""
 
@@ -649,13 +690,15 @@ class StartJobRequest(_message.Message):
         working_directory: _builtins.str = ...,
         environment: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         user: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        cpu_time: _duration_pb2.Duration | None = ...,
         privileges: Global___Privileges | None = ...,
         stdin: _builtins.bytes = ...,
         filesystem: Global___Filesystem | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["filesystem", b"filesystem", "limits", b"limits", "privileges", b"privileges"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cpu_time", b"cpu_time", "filesystem", b"filesystem", "limits", b"limits", "privileges", b"privileges", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "environment", b"environment", "filesystem", b"filesystem", "limits", b"limits", "namespaces", b"namespaces", "privileges", b"privileges", "stdin", b"stdin", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "cpu_time", b"cpu_time", "environment", b"environment", "filesystem", b"filesystem", "limits", b"limits", "namespaces", b"namespaces", "privileges", b"privileges", "stdin", b"stdin", "timeout", b"timeout", "user", b"user", "working_directory", b"working_directory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
