@@ -5,6 +5,7 @@ No gRPC and no users here; ``runner`` calls this. The public modules are:
 - ``spec`` (``JobSpec``, ``ValidSpec``), ``limits`` (``Limits``, ``IOLimit``), ``namespaces``
   (``Namespaces``): what to run and how to confine it, validated up front;
 - ``credentials`` (``Credentials``): the user and groups a job runs as;
+- ``privileges`` (``Privileges``): a job's capabilities, syscall filter and no_new_privs;
 - ``cgroups`` (``CgroupHost``): finding and preparing a usable cgroup v2 hierarchy;
 - ``capacity`` (``HostCapacity``): how much the host has, and all jobs together may take;
 - ``launcher`` (``Launcher``, ``RunningJob``): launching, stopping, adopting jobs;

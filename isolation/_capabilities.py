@@ -29,6 +29,8 @@ LAST_CAPABILITY = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
+# Looked up here, in the fork server: a lookup in the job's first process is on the launch path.
+_libc.capget.argtypes = _libc.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 
 
 class _Header(ctypes.Structure):
