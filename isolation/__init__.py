@@ -4,8 +4,10 @@ No gRPC and no users here; ``runner`` calls this. The public modules are:
 
 - ``spec`` (``JobSpec``, ``ValidSpec``), ``limits`` (``Limits``, ``IOLimit``), ``namespaces``
   (``Namespaces``): what to run and how to confine it, validated up front;
+- ``timelimits`` (``TimeLimits``), ``filesystem`` (``Filesystem``, ``Tmpfs``, ``Bind``),
+  ``privileges`` (``Privileges``): its time limits, its view of the filesystem, and the
+  capabilities and syscall filter it runs with;
 - ``credentials`` (``Credentials``): the user and groups a job runs as;
-- ``privileges`` (``Privileges``): a job's capabilities, syscall filter and no_new_privs;
 - ``cgroups`` (``CgroupHost``): finding and preparing a usable cgroup v2 hierarchy;
 - ``capacity`` (``HostCapacity``): how much the host has, and all jobs together may take;
 - ``launcher`` (``Launcher``, ``RunningJob``): launching, stopping, adopting jobs;
