@@ -1,7 +1,10 @@
 """Item 1: StartJob latency against posix_spawn, ``unshare`` and a shell doing the cgroup writes.
 
-Three kinds of job, all ``/bin/true``: (a) no limits, no namespaces; (b) all limits;
-(c) all limits and all namespaces. StartJob returns once the command runs. The
+Four kinds of job, all ``/bin/true``: (a) no limits, no namespaces; (b) all limits;
+(c) all limits and all namespaces; (d) that and every confinement option (time limits,
+a read-only root with a tmpfs, no_new_privs with every capability dropped, the syscall
+filter, memory.high, a cpuset, a cpu.weight and standard input). StartJob returns once
+the command runs. The
 baselines are launched from this (client) process: posix_spawn until it returns (the
 command has been exec'ed), and util-linux ``unshare`` with the same namespaces, alone
 and behind a shell script that makes a cgroup, writes the same limits and joins it,
@@ -42,6 +45,21 @@ echo {pids} > "$g/pids.max"
 echo $$ > "$g/cgroup.procs"
 exec "$@"
 """
+
+
+def _confined(limits: pb.Limits) -> pb.StartJobRequest:
+    """Kind (d): kind (c) with every confinement option a writer may use."""
+    request = pb.StartJobRequest(
+        command=TRUE,
+        limits=limits,
+        filesystem=pb.Filesystem(read_only=True, tmpfs=[pb.Tmpfs(path="/var/tmp")]),
+        privileges=pb.Privileges(cap_drop=["ALL"], no_new_privs=True),
+        stdin=b"x" * 4096,
+    )
+    request.limits.MergeFrom(pb.Limits(memory_high_bytes=MEMORY // 2, cpuset="0", cpu_weight=50))
+    request.timeout.FromSeconds(3600)
+    request.cpu_time.FromSeconds(3600)
+    return request
 
 
 def _limits(io_device: str | None) -> pb.Limits:
@@ -126,6 +144,7 @@ async def run(h: Harness) -> None:
         "a": pb.StartJobRequest(command=TRUE, namespaces=ALL_NAMESPACES_OFF),
         "b": pb.StartJobRequest(command=TRUE, namespaces=ALL_NAMESPACES_OFF, limits=limits),
         "c": pb.StartJobRequest(command=TRUE, limits=limits),
+        "d": _confined(limits),
     }
     samples: dict[str, list[float]] = {key: [] for key in [*kinds, "get"]}
     baselines: dict[str, list[float]] = {"spawn": [], "unshare": [], "sh": [], "sh_unshare": []}
@@ -167,6 +186,7 @@ async def run(h: Harness) -> None:
     r.add("start_a", "StartJob (a) no limits, no namespaces", "ms", samples["a"])
     r.add("start_b", f"StartJob (b) all limits{io_note}", "ms", samples["b"])
     r.add("start_c", "StartJob (c) all limits + all namespaces", "ms", samples["c"])
+    r.add("start_d", "StartJob (d) (c) + every confinement option", "ms", samples["d"])
     r.add("get_job", "GetJob (mTLS unary round trip, for scale)", "ms", samples["get"])
     r.add("spawn", "baseline: posix_spawn /bin/true (until exec'ed)", "ms", baselines["spawn"])
     r.add(
@@ -200,3 +220,12 @@ async def run(h: Harness) -> None:
         use_p99=True,
     )
     r.compare("start_c_unshare", "start (c) p50 / unshare alone p50", "start_c", "unshare")
+    r.compare(
+        "start_d_c", "start (d) p50 / start (c) p50: the cost of confinement", "start_d", "start_c"
+    )
+    r.compare(
+        "start_d_p50",
+        "start (d) p50 / sh cgroup writes + unshare p50",
+        "start_d",
+        "sh_cgroup_unshare",
+    )
