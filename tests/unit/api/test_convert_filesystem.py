@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 from jobworker.api import _convert as convert
 from jobworker.runner.records import (
     Bind,
     Filesystem,
-    JobRecord,
-    JobState,
-    Limits,
-    Namespaces,
     Tmpfs,
 )
 from jobworker.v1 import jobworker_pb2 as pb
+from tests.records import a_record
 
 MESSAGE = pb.Filesystem(
     read_only=True,
@@ -45,16 +39,5 @@ def test_no_view_is_the_hosts() -> None:
 
 
 def test_a_job_shows_its_view_as_requested() -> None:
-    record = JobRecord(
-        id=str(uuid.UUID(int=1)),
-        owner="bob",
-        argv=("true",),
-        working_directory="/",
-        user="nobody",
-        limits=Limits(),
-        namespaces=Namespaces(),
-        state=JobState.RUNNING,
-        created_at=datetime(2026, 12, 7, tzinfo=UTC),
-        filesystem=VIEW,
-    )
+    record = a_record(filesystem=VIEW)
     assert convert.job(record).filesystem == MESSAGE

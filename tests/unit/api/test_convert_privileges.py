@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from jobworker.api import _convert as convert
-from jobworker.runner.records import JobRecord, JobState, Limits, Namespaces, Privileges
+from jobworker.runner.records import Privileges
 from jobworker.v1 import jobworker_pb2 as pb
+from tests.records import a_record
 
 
 def test_an_unset_message_means_the_defaults_and_admin_rights_come_from_the_caller() -> None:
@@ -27,16 +26,9 @@ def test_privileges_go_to_the_runner_and_come_back_in_the_job() -> None:
     assert start.privileges == Privileges(
         cap_add=("net_admin",), cap_drop=("ALL",), seccomp=False, no_new_privs=True
     )
-    record = JobRecord(
-        id="3f1c2d9e-0000-4000-8000-000000000003",
+    record = a_record(
         owner="admin",
-        argv=("x",),
-        working_directory="/",
         user="root",
-        limits=Limits(),
-        namespaces=Namespaces(),
-        state=JobState.RUNNING,
-        created_at=datetime(2026, 12, 7, tzinfo=UTC),
         privileges=start.privileges,
     )
     assert convert.job(record).privileges == message

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from jobworker.runner.records import (
     Bind,
     Filesystem,
     JobRecord,
-    JobState,
-    Limits,
-    Namespaces,
     Tmpfs,
 )
+from tests.records import a_record
 
-RECORD = JobRecord(
-    id="3f1c2d9e-0000-4000-8000-000000000001",
-    owner="alice",
-    argv=("true",),
-    working_directory="/",
-    user="nobody",
-    limits=Limits(),
-    namespaces=Namespaces(),
-    state=JobState.RUNNING,
-    created_at=datetime(2026, 12, 7, tzinfo=UTC),
+RECORD = a_record(
     filesystem=Filesystem(
         read_only=True,
         tmpfs=(Tmpfs("/work", 1 << 20), Tmpfs("/cache")),

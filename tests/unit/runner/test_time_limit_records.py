@@ -11,23 +11,16 @@ from google.protobuf.duration_pb2 import Duration
 from jobworker.api import _convert as convert
 from jobworker.isolation.cgroups import Usage
 from jobworker.isolation.outcome import Outcome
-from jobworker.runner.records import JobRecord, JobState, Limits, Namespaces, TimeLimits
+from jobworker.runner.records import JobRecord, JobState, TimeLimits
 from jobworker.v1 import jobworker_pb2 as pb
+from tests.records import a_record
 
 CREATED = datetime(2026, 12, 7, 22, 0, tzinfo=UTC)
 
 
 def running(time_limits: TimeLimits | None = None) -> JobRecord:
-    return JobRecord(
-        id="3f1c2d9e-0000-4000-8000-000000000001",
-        owner="alice",
+    return a_record(
         argv=("sleep", "60"),
-        working_directory="/",
-        user="nobody",
-        limits=Limits(),
-        namespaces=Namespaces(),
-        state=JobState.RUNNING,
-        created_at=CREATED,
         started_at=CREATED,
         time_limits=time_limits or TimeLimits(),
     )
