@@ -27,7 +27,7 @@ import pytest
 
 from tests import default_signals
 from tests.privileged.runner_helpers import CGROUP_ROOT, home_root, remove_cgroup_tree
-from tests.status_schema import STATUS_KEYS, USAGE_KEYS
+from tests.status_schema import LIMITS_KEYS, STATUS_KEYS, USAGE_KEYS
 
 pytestmark = pytest.mark.privileged
 
@@ -214,7 +214,13 @@ def test_run_prints_only_the_id_and_logs_keep_the_streams_apart(cli: Cli) -> Non
     assert status["command"] == ["sh", "-c", "echo hello $WHO; echo oops >&2"]
     assert (status["state"], status["exit_code"], status["signal"]) == ("exited", 0, None)
     assert status["oom_killed"] is False
-    assert status["limits"] == {"cpu_cores": 0.5, "memory_bytes": 64 << 20, "pids": 20, "io": []}
+    assert status["limits"] == {
+        **dict.fromkeys(LIMITS_KEYS),
+        "cpu_cores": 0.5,
+        "memory_bytes": 64 << 20,
+        "pids": 20,
+        "io": [],
+    }
     assert status["namespaces"] == {
         "pid": True, "mount": True, "net": False, "uts": True, "ipc": True,
     }  # fmt: skip
