@@ -346,7 +346,7 @@ class Runner:
             valid = spec.validate()  # before anything exists, the record included
             if spec.privileges.widened and not request.by_admin:
                 raise OptionNotAllowed(
-                    "privileges: only admins may add capabilities (cap_add) or lift the "
+                    "privileges: only an admin may add capabilities (cap_add) or lift the "
                     "syscall filter (seccomp unconfined)"
                 )
             spec.privileges.check_user(root=user is not None and user.is_root)
