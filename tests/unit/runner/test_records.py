@@ -14,6 +14,7 @@ from jobworker.isolation.limits import IOLimit, Limits
 from jobworker.isolation.namespaces import Namespaces
 from jobworker.isolation.outcome import Outcome
 from jobworker.runner.records import JobRecord, JobState
+from tests.records import a_record
 
 CREATED = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 STARTED = CREATED + timedelta(microseconds=250)
@@ -29,20 +30,8 @@ USAGE = Usage(
 
 
 def running(**changes: object) -> JobRecord:
-    fields: dict[str, object] = {
-        "id": "3f1c2d9e-0000-4000-8000-000000000001",
-        "owner": "alice",
-        "argv": ("sh", "-c", "exit 3"),
-        "working_directory": "/",
-        "user": "nobody",
-        "limits": Limits(),
-        "namespaces": Namespaces(),
-        "state": JobState.RUNNING,
-        "created_at": CREATED,
-        "started_at": STARTED,
-    }
-    fields.update(changes)
-    return JobRecord(**fields)  # type: ignore[arg-type]
+    fields = {"argv": ("sh", "-c", "exit 3"), "created_at": CREATED, "started_at": STARTED}
+    return a_record(**(fields | changes))
 
 
 def outcome(
